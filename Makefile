@@ -1,0 +1,42 @@
+# The two set-up commands in the README: `make run` and `make test`.
+# Both create the virtual environment at .venv in the repository root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test install install-test sysdeps bench eval gallery clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: a bare `torch` (or a range) may pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	# the GE2E weights ship inside resemblyzer; its declared deps are not needed (see pyproject)
+	$(PIP) install -q --no-deps resemblyzer==0.1.4
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+# System packages the tests need: espeak-ng + MBROLA voices (contrib/non-free), sox, chromium.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+run: install
+	$(VENV)/bin/speech2face serve --host $(HOST) --port $(PORT)
+
+test: install-test sysdeps
+	$(PY) -m pytest
+
+bench: install
+	$(VENV)/bin/speech2face bench
+
+clean:
+	rm -rf $(VENV) test-output bench-output

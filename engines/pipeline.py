@@ -1,0 +1,288 @@
+"""AvatarPipeline: per-speaker incremental state, the one path both the live call and the CLI use.
+
+Speech (after VAD) is cut into fixed 0.5 s blocks of the *speech* stream and into 1.6 s
+encoder partials at 50 % overlap of that same stream. Both are positions in the speech
+stream, never in the chunks the caller happened to push, so pushing a file in 20 ms chunks
+ends at exactly the numbers of the one-shot path. Each completed block folds into the
+running voice profile and triggers one refinement (decoder run); each completed partial adds
+to the running mean embedding. Memory per session is bounded: only the last partial's worth
+of speech is kept, and nothing is ever written to disk.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .backends import Backend, make_backend
+from .decoder import AGE_BANDS
+from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
+from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
+from .identity import IdentityBasis, identity_basis
+from .mel import mel_spectrogram
+from .profile import VoiceProfile
+from .vad import StreamingVad
+
+SAMPLE_RATE = 16_000
+BLOCK_SAMPLES = SAMPLE_RATE // 2  # a refinement every 0.5 s of new speech
+MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
+CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
+MAX_SPEECH_SECONDS = 120.0  # beyond this the face no longer changes (bounded work per call)
+NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
+
+
+@dataclass(frozen=True)
+class Update:
+    params: FaceParams
+    p_female: float
+    age_probs: dict[str, float]
+    confidence: float
+    seconds_heard: float
+    version: int
+    message: str | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def gender(self) -> str:
+        return "female" if self.p_female >= 0.5 else "male"
+
+    @property
+    def age_label(self) -> str:
+        return max(self.age_probs, key=self.age_probs.__getitem__)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "speech_seconds": round(self.seconds_heard, 3),
+            "gender": {"label": self.gender, "p_female": round(self.p_female, 4)},
+            "age": {"label": self.age_label, "probs": {k: round(v, 4) for k, v in self.age_probs.items()}},
+            "face": {"params": self.params.as_dict(), "vector": [round(float(x), 6) for x in self.params.vector]},
+            "confidence": round(self.confidence, 4),
+            "version": self.version,
+            "message": self.message,
+        }
+
+
+def _loudness_normalise(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if rms <= 1e-9:
+        return x
+    gain = 10 ** ((NORM_TARGET_DBFS - 20 * np.log10(rms)) / 20)
+    return x * np.float32(gain) if gain > 1.0 else x  # increase only, as at training time
+
+
+OVERRIDE_KEYS = ("gender_presentation", "skin_tone", "hair_style", "hair_colour", "eye_colour", "glasses", "facial_hair", "age")
+
+
+def parse_overrides(overrides: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """User choices → (values, mask) over PARAM_NAMES. Raises ValueError with the allowed values."""
+    values = np.zeros(N_PARAMS, np.float32)
+    mask = np.zeros(N_PARAMS, np.float32)
+
+    def put(name: str, v: float) -> None:
+        values[PARAM_INDEX[name]] = v
+        mask[PARAM_INDEX[name]] = 1.0
+
+    for key, raw in (overrides or {}).items():
+        if raw is None or raw == "" or raw == "auto":
+            continue
+        if key == "gender_presentation":
+            named = {"feminine": 0.9, "masculine": 0.1, "neutral": 0.5, "androgynous": 0.5}
+            v = named.get(str(raw).lower()) if isinstance(raw, str) else float(raw)
+            if v is None or not 0.0 <= v <= 1.0:
+                raise ValueError("gender_presentation must be feminine, masculine, neutral or a number in [0, 1]")
+            put("femininity", v)
+        elif key in ("skin_tone", "hair_style", "hair_colour", "eye_colour"):
+            spec = SPECS_BY_NAME[key]
+            if raw not in spec.categories:
+                raise ValueError(f"{key} must be one of: {', '.join(spec.categories)}")
+            put(key, spec.value_of(raw))
+        elif key == "glasses":
+            put("glasses", 0.8 if str(raw).lower() in ("1", "true", "yes", "on") else 0.0)
+        elif key == "facial_hair":
+            put("facial_hair", 0.0 if str(raw).lower() in ("none", "0", "false") else 0.8)
+        elif key == "age":
+            v = float(raw)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError("age override must be in [0, 1]")
+            put("age", v)
+        else:
+            raise ValueError(f"unknown override {key!r}; allowed: {', '.join(OVERRIDE_KEYS)}")
+    return values, mask
+
+
+class AvatarPipeline:
+    """Not thread-safe: one owner (a call's executor job, or the CLI) pushes at a time."""
+
+    def __init__(self, backend: Backend, identity: IdentityBasis, overrides: Mapping[str, Any] | None = None, max_speech_seconds: float = MAX_SPEECH_SECONDS) -> None:
+        self._backend = backend
+        self._identity = identity
+        self._override_values, self._override_mask = parse_overrides(overrides)
+        self._vad = StreamingVad()
+        self._profile = VoiceProfile()
+        self._max_samples = int(max_speech_seconds * SAMPLE_RATE)
+        self._block = np.zeros(0, np.float32)  # speech not yet in a full block
+        self._tail = np.zeros(0, np.float32)  # last PARTIAL_SAMPLES of speech, for partials
+        self._tail_start = 0  # speech-stream index of _tail[0]
+        self._heard = 0  # speech samples accepted
+        self._next_partial = 0  # speech-stream start of the next partial
+        self._emb_sum = np.zeros(256, np.float64)
+        self._n_partials = 0
+        self._version = 0
+        self._finished = False
+        self.current = self._neutral()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def seconds_heard(self) -> float:
+        return self._heard / SAMPLE_RATE
+
+    def set_overrides(self, overrides: Mapping[str, Any] | None) -> Update:
+        self._override_values, self._override_mask = parse_overrides(overrides)
+        self.current = self._refine()
+        return self.current
+
+    def push(self, pcm16k: np.ndarray) -> Update | None:
+        """Feed any amount of 16 kHz mono float32; returns the newest Update if one was made."""
+        if self._finished:
+            raise RuntimeError("push() after finish()")
+        speech = self._vad.push(pcm16k)
+        return self._accept(speech)
+
+    def finish(self) -> Update:
+        """End of a file: decide the VAD's held-back frames and fold the last partial block."""
+        if not self._finished:
+            self._accept(self._vad.flush())
+            self._finished = True
+            if len(self._block) >= int(0.1 * SAMPLE_RATE):
+                self._profile.add_block(self._block)
+                self._block = np.zeros(0, np.float32)
+                self.current = self._refine()
+        return self.current
+
+    # ------------------------------------------------------------------ internals
+    def _accept(self, speech: np.ndarray) -> Update | None:
+        room = self._max_samples - self._heard
+        if room <= 0 or len(speech) == 0:
+            return None
+        speech = speech[:room]
+        updated = False
+        pos = 0
+        while pos < len(speech):
+            take = min(BLOCK_SAMPLES - len(self._block), len(speech) - pos)
+            piece = speech[pos : pos + take]
+            pos += take
+            self._block = np.concatenate([self._block, piece])
+            self._extend_tail(piece)
+            if len(self._block) == BLOCK_SAMPLES:
+                self._profile.add_block(self._block)
+                self._block = np.zeros(0, np.float32)
+                self._run_partials()
+                self.current = self._refine()
+                updated = True
+        return self.current if updated else None
+
+    def _extend_tail(self, piece: np.ndarray) -> None:
+        self._tail = np.concatenate([self._tail, piece])
+        self._heard += len(piece)
+        excess = len(self._tail) - PARTIAL_SAMPLES
+        if excess > 0 and self._tail_start + excess <= self._next_partial:
+            self._tail = self._tail[excess:]
+            self._tail_start += excess
+
+    def _run_partials(self) -> None:
+        mels = []
+        while self._next_partial + PARTIAL_SAMPLES <= self._heard:
+            a = self._next_partial - self._tail_start
+            window = self._tail[a : a + PARTIAL_SAMPLES]
+            mels.append(mel_spectrogram(_loudness_normalise(window))[:160])
+            self._next_partial += PARTIAL_HOP_SAMPLES
+            # drop what no future partial needs
+            drop = self._next_partial - self._tail_start
+            self._tail = self._tail[drop:]
+            self._tail_start += drop
+        if mels:
+            embs = self._backend.embed(np.stack(mels))
+            self._emb_sum += embs.sum(axis=0)
+            self._n_partials += len(embs)
+
+    def _embedding(self) -> np.ndarray:
+        if self._n_partials:
+            e = self._emb_sum / self._n_partials
+        else:  # under 1.6 s of speech: a provisional embedding of everything heard so far
+            e = self._backend.embed(mel_spectrogram(_loudness_normalise(self._tail))[None])[0].astype(np.float64)
+        return (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)
+
+    def _neutral(self, message: str | None = None) -> Update:
+        params = FaceParams.neutral()
+        if self._override_mask.any():
+            v = params.vector.copy()
+            m = self._override_mask > 0
+            v[m] = self._override_values[m]
+            params = FaceParams(v)
+        seconds = self.seconds_heard
+        if message is None:
+            message = "listening: no speech heard yet" if seconds == 0 else None
+        return Update(params, 0.5, {"child": 0.1, "adult": 0.8, "senior": 0.1}, 0.0, seconds, self._version, message)
+
+    def _refine(self) -> Update:
+        self._version += 1
+        seconds = self.seconds_heard
+        if seconds < MIN_FACE_SECONDS:
+            return self._neutral(_more_speech_message(seconds))
+        ident = self._identity
+        feeds = {
+            "embedding": self._embedding()[None],
+            "features": self._profile.features()[None],
+            "basis": ident.basis,
+            "center": ident.center,
+            "code_scale": ident.code_scale,
+            "override_values": self._override_values[None],
+            "override_mask": self._override_mask[None],
+        }
+        out = self._backend.decode(feeds)
+        age = out["age_probs"][0]
+        return Update(
+            params=FaceParams(out["params"][0]),
+            p_female=float(out["p_female"][0]),
+            age_probs={k: float(v) for k, v in zip(AGE_BANDS, age)},
+            confidence=float(out["confidence"][0]),
+            seconds_heard=seconds,
+            version=self._version,
+            message=_more_speech_message(seconds),
+            embedding=feeds["embedding"][0],
+        )
+
+
+def _more_speech_message(seconds: float) -> str | None:
+    if seconds >= CONFIDENT_SECONDS:
+        return None
+    need = CONFIDENT_SECONDS - seconds
+    if seconds < MIN_FACE_SECONDS:
+        return f"heard {seconds:.1f} s of speech: too little for a face yet; about {need:.1f} s more speech gives a confident face"
+    return f"heard {seconds:.1f} s of speech; about {need:.1f} s more speech gives a confident face"
+
+
+class AvatarEngine:
+    """Loads the models once per process; hands out cheap per-speaker pipelines."""
+
+    def __init__(self, backend: str = "onnx", room_secret: str = "") -> None:
+        self.backend_name = backend
+        self.backend = make_backend(backend)
+        self._room_secret = room_secret
+        self._lock = threading.Lock()
+
+    def pipeline(self, privacy: str = "stable", room: str | None = None, overrides: Mapping[str, Any] | None = None, max_speech_seconds: float = MAX_SPEECH_SECONDS) -> AvatarPipeline:
+        salt = None if room is None else f"{self._room_secret}\0{room}"
+        return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds)
+
+    def analyze(self, pcm16k: np.ndarray, seconds: float | None = None, privacy: str = "stable", room: str | None = None, overrides: Mapping[str, Any] | None = None) -> Update:
+        """One-shot: the whole clip (or its first ``seconds`` of speech) through one pipeline."""
+        limit = MAX_SPEECH_SECONDS if seconds is None else min(float(seconds), MAX_SPEECH_SECONDS)
+        if limit <= 0:
+            raise ValueError("seconds must be positive")
+        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit)
+        pipe.push(pcm16k)
+        return pipe.finish()

@@ -1,0 +1,335 @@
+"""A tiny vector scene: the single source both the SVG and the raster are made from.
+
+The avatar is described once as an ordered list of filled/stroked paths in a fixed
+512-unit design space. The SVG writer prints that list; the rasteriser replays the same
+list through Skia (good analytic antialiasing). Keeping one description is what makes the
+PNG and the SVG look the same, so the path model is deliberately small: move/line/cubic/
+quadratic/close, solid colours with opacity, round caps, an optional clip path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+DESIGN = 512.0  # every coordinate lives in a 512 x 512 design square
+
+RGB = tuple[float, float, float]  # components in [0, 1]
+Pt = tuple[float, float]
+
+
+class Path:
+    """An immutable-by-convention list of path commands with cheap geometric transforms."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: list[tuple] | None = None) -> None:
+        self.ops: list[tuple] = ops if ops is not None else []
+
+    # -- building ---------------------------------------------------------------------
+    def M(self, x: float, y: float) -> "Path":
+        self.ops.append(("M", x, y))
+        return self
+
+    def L(self, x: float, y: float) -> "Path":
+        self.ops.append(("L", x, y))
+        return self
+
+    def C(self, x1: float, y1: float, x2: float, y2: float, x: float, y: float) -> "Path":
+        self.ops.append(("C", x1, y1, x2, y2, x, y))
+        return self
+
+    def Q(self, x1: float, y1: float, x: float, y: float) -> "Path":
+        self.ops.append(("Q", x1, y1, x, y))
+        return self
+
+    def Z(self) -> "Path":
+        self.ops.append(("Z",))
+        return self
+
+    def extend(self, other: "Path") -> "Path":
+        self.ops.extend(other.ops)
+        return self
+
+    # -- transforms -------------------------------------------------------------------
+    def map(self, fn) -> "Path":
+        """Apply ``fn(x, y) -> (x, y)`` to every coordinate (affine fns keep curves exact)."""
+        out: list[tuple] = []
+        for op in self.ops:
+            if op[0] == "Z":
+                out.append(op)
+                continue
+            vals = list(op[1:])
+            for i in range(0, len(vals), 2):
+                vals[i], vals[i + 1] = fn(vals[i], vals[i + 1])
+            out.append((op[0], *vals))
+        return Path(out)
+
+    def translated(self, dx: float, dy: float) -> "Path":
+        return self.map(lambda x, y: (x + dx, y + dy))
+
+    def scaled(self, sx: float, sy: float, cx: float, cy: float) -> "Path":
+        return self.map(lambda x, y: (cx + (x - cx) * sx, cy + (y - cy) * sy))
+
+    def mirrored(self, cx: float) -> "Path":
+        return self.map(lambda x, y: (2 * cx - x, y))
+
+    # -- output -----------------------------------------------------------------------
+    def svg(self) -> str:
+        parts = []
+        for op in self.ops:
+            if op[0] == "Z":
+                parts.append("Z")
+            else:
+                parts.append(op[0] + " ".join(f"{v:.2f}".rstrip("0").rstrip(".") for v in op[1:]))
+        return "".join(parts)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        xs = [v for op in self.ops if op[0] != "Z" for v in op[1::2]]
+        ys = [v for op in self.ops if op[0] != "Z" for v in op[2::2]]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+# -- shape constructors ---------------------------------------------------------------
+
+_K = 0.5522847498  # cubic Bezier circle constant
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float) -> Path:
+    kx, ky = rx * _K, ry * _K
+    return (
+        Path()
+        .M(cx + rx, cy)
+        .C(cx + rx, cy + ky, cx + kx, cy + ry, cx, cy + ry)
+        .C(cx - kx, cy + ry, cx - rx, cy + ky, cx - rx, cy)
+        .C(cx - rx, cy - ky, cx - kx, cy - ry, cx, cy - ry)
+        .C(cx + kx, cy - ry, cx + rx, cy - ky, cx + rx, cy)
+        .Z()
+    )
+
+
+def circle(cx: float, cy: float, r: float) -> Path:
+    return ellipse(cx, cy, r, r)
+
+
+def rect(x0: float, y0: float, x1: float, y1: float) -> Path:
+    return Path().M(x0, y0).L(x1, y0).L(x1, y1).L(x0, y1).Z()
+
+
+def round_rect(x0: float, y0: float, x1: float, y1: float, r: float) -> Path:
+    r = min(r, (x1 - x0) / 2, (y1 - y0) / 2)
+    k = r * (1 - _K)
+    return (
+        Path()
+        .M(x0 + r, y0)
+        .L(x1 - r, y0)
+        .C(x1 - k, y0, x1, y0 + k, x1, y0 + r)
+        .L(x1, y1 - r)
+        .C(x1, y1 - k, x1 - k, y1, x1 - r, y1)
+        .L(x0 + r, y1)
+        .C(x0 + k, y1, x0, y1 - k, x0, y1 - r)
+        .L(x0, y0 + r)
+        .C(x0, y0 + k, x0 + k, y0, x0 + r, y0)
+        .Z()
+    )
+
+
+def _cr_segments(pts: Sequence[Pt], closed: bool, tension: float) -> list[tuple[Pt, Pt, Pt]]:
+    """Catmull-Rom through ``pts`` as cubic Bezier segments (c1, c2, end)."""
+    n = len(pts)
+    segs = []
+    rng = range(n) if closed else range(n - 1)
+    for i in rng:
+        p0 = pts[(i - 1) % n] if closed or i > 0 else pts[i]
+        p1 = pts[i]
+        p2 = pts[(i + 1) % n]
+        p3 = pts[(i + 2) % n] if closed or i + 2 < n else pts[(i + 1) % n]
+        t = tension / 6.0
+        c1 = (p1[0] + (p2[0] - p0[0]) * t, p1[1] + (p2[1] - p0[1]) * t)
+        c2 = (p2[0] - (p3[0] - p1[0]) * t, p2[1] - (p3[1] - p1[1]) * t)
+        segs.append((c1, c2, p2))
+    return segs
+
+
+def spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, path: Path | None = None,
+           move: bool = True) -> Path:
+    """A smooth curve through the points; the workhorse for organic outlines."""
+    p = path if path is not None else Path()
+    if move:
+        p.M(*pts[0])
+    else:
+        p.L(*pts[0])
+    for c1, c2, e in _cr_segments(pts, closed, tension):
+        p.C(c1[0], c1[1], c2[0], c2[1], e[0], e[1])
+    if closed:
+        p.Z()
+    return p
+
+
+def sample_spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, per_seg: int = 16) -> np.ndarray:
+    """Points along the same curve ``spline`` draws, for geometric queries (widths, offsets)."""
+    out = []
+    start = pts[0]
+    ts = np.linspace(0.0, 1.0, per_seg, endpoint=False)
+    for c1, c2, e in _cr_segments(pts, closed, tension):
+        a, b, c, d = (np.array(start), np.array(c1), np.array(c2), np.array(e))
+        mt = 1 - ts[:, None]
+        t = ts[:, None]
+        out.append(mt**3 * a + 3 * mt**2 * t * b + 3 * mt * t**2 * c + t**3 * d)
+        start = e
+    out.append(np.array([start]))
+    return np.concatenate(out, axis=0)
+
+
+# -- scene ----------------------------------------------------------------------------
+
+
+@dataclass
+class Shape:
+    path: Path
+    fill: RGB | None = None
+    opacity: float = 1.0
+    stroke: RGB | None = None
+    stroke_width: float = 0.0
+    clip: Path | None = None
+    evenodd: bool = False
+
+
+@dataclass
+class Scene:
+    """Ordered shapes plus the design-space boxes the animated parts may touch."""
+
+    shapes: list[Shape] = field(default_factory=list)
+    background: RGB = (1.0, 1.0, 1.0)
+    mouth_box: tuple[float, float, float, float] = (0, 0, 0, 0)
+    eye_box: tuple[float, float, float, float] = (0, 0, 0, 0)
+
+    def add(self, path: Path, fill: RGB | None = None, opacity: float = 1.0, stroke: RGB | None = None,
+            width: float = 0.0, clip: Path | None = None, evenodd: bool = False) -> None:
+        if opacity <= 0.004:
+            return
+        self.shapes.append(Shape(path, fill, float(min(1.0, opacity)), stroke, width, clip, evenodd))
+
+    def extend(self, shapes: Iterable[Shape]) -> None:
+        self.shapes.extend(shapes)
+
+
+def _hex(c: RGB) -> str:
+    r, g, b = (int(round(max(0.0, min(1.0, v)) * 255)) for v in c)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def to_svg(scene: Scene, size: int) -> str:
+    """A standalone SVG document; the viewBox keeps the design space so it scales cleanly."""
+    defs: list[str] = []
+    body: list[str] = []
+    clip_ids: dict[str, str] = {}
+    for s in scene.shapes:
+        attrs = [f'd="{s.path.svg()}"']
+        if s.fill is not None:
+            attrs.append(f'fill="{_hex(s.fill)}"')
+            if s.evenodd:
+                attrs.append('fill-rule="evenodd"')
+        else:
+            attrs.append('fill="none"')
+        if s.stroke is not None and s.stroke_width > 0:
+            attrs.append(f'stroke="{_hex(s.stroke)}" stroke-width="{s.stroke_width:.2f}" '
+                         'stroke-linecap="round" stroke-linejoin="round"')
+        if s.opacity < 1.0:
+            # per-paint opacity (not group opacity) to match the rasteriser's separate draws
+            if s.fill is not None:
+                attrs.append(f'fill-opacity="{s.opacity:.3f}"')
+            if s.stroke is not None:
+                attrs.append(f'stroke-opacity="{s.opacity:.3f}"')
+        if s.clip is not None:
+            key = s.clip.svg()
+            cid = clip_ids.get(key)
+            if cid is None:
+                cid = f"c{len(clip_ids)}"
+                clip_ids[key] = cid
+                defs.append(f'<clipPath id="{cid}"><path d="{key}"/></clipPath>')
+            attrs.append(f'clip-path="url(#{cid})"')
+        body.append("<path " + " ".join(attrs) + "/>")
+    d = int(DESIGN)
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        f'viewBox="0 0 {d} {d}">\n'
+        f"<title>{escape('Speech2Face avatar')}</title>\n"
+    )
+    defs_s = "<defs>" + "".join(defs) + "</defs>\n" if defs else ""
+    bg = f'<rect width="{d}" height="{d}" fill="{_hex(scene.background)}"/>\n'
+    return head + defs_s + bg + "\n".join(body) + "\n</svg>\n"
+
+
+# -- raster ---------------------------------------------------------------------------
+
+
+def _skia():
+    import skia  # imported lazily: only the raster path needs the native wheel
+
+    return skia
+
+
+def _skia_path(p: Path, evenodd: bool = False):
+    skia = _skia()
+    sp = skia.Path()
+    for op in p.ops:
+        k = op[0]
+        if k == "M":
+            sp.moveTo(op[1], op[2])
+        elif k == "L":
+            sp.lineTo(op[1], op[2])
+        elif k == "C":
+            sp.cubicTo(*op[1:])
+        elif k == "Q":
+            sp.quadTo(*op[1:])
+        else:
+            sp.close()
+    if evenodd:
+        sp.setFillType(skia.PathFillType.kEvenOdd)
+    return sp
+
+
+def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Draw the scene at ``size`` px; ``box=(x0, y0, x1, y1)`` in pixels renders only that crop.
+
+    Cropping is a device-space integer translate, so a crop is pixel-identical to the same
+    region of the full render; that is what lets the animated levels be pasted seamlessly.
+    """
+    skia = _skia()
+    x0, y0, x1, y1 = box if box is not None else (0, 0, size, size)
+    w, h = x1 - x0, y1 - y0
+    info = skia.ImageInfo.Make(w, h, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
+    surf = skia.Surface.MakeRaster(info)
+    canvas = surf.getCanvas()
+    bg = scene.background
+    canvas.clear(skia.Color(*(int(round(v * 255)) for v in bg)))
+    canvas.translate(-x0, -y0)
+    canvas.scale(size / DESIGN, size / DESIGN)
+    clip_cache: dict[int, object] = {}
+    for s in scene.shapes:
+        sp = _skia_path(s.path, s.evenodd)
+        if s.clip is not None:
+            canvas.save()
+            cp = clip_cache.get(id(s.clip))
+            if cp is None:
+                cp = _skia_path(s.clip)
+                clip_cache[id(s.clip)] = cp
+            canvas.clipPath(cp, skia.ClipOp.kIntersect, True)
+        if s.fill is not None:
+            paint = skia.Paint(AntiAlias=True)
+            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
+            canvas.drawPath(sp, paint)
+        if s.stroke is not None and s.stroke_width > 0:
+            paint = skia.Paint(AntiAlias=True, Style=skia.Paint.kStroke_Style, StrokeWidth=s.stroke_width,
+                               StrokeCap=skia.Paint.kRound_Cap, StrokeJoin=skia.Paint.kRound_Join)
+            paint.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+            canvas.drawPath(sp, paint)
+        if s.clip is not None:
+            canvas.restore()
+    arr = surf.toarray()
+    return np.ascontiguousarray(arr[:, :, :3])

@@ -1,0 +1,315 @@
+"""One call: a peer connection, the tasks that serve it, and how it ends.
+
+A ``Call`` owns everything it starts — the audio drain, the pipeline feeder, the watchdog,
+the video track — and ``close()`` cancels and awaits all of it, closes the peer and frees
+the admission slot, whatever path got there (bye, ICE failure, silence, SIGTERM).
+
+Data path: aiortc decodes Opus to 48 kHz stereo s16 in 20 ms frames (even from a mono
+sender) → the mouth envelope reads each frame on arrival → ``av.AudioResampler`` makes
+16 kHz mono float32 → the feeder batches ≥200 ms and runs ``pipeline.push`` in the
+dedicated model executor, one push at a time per call, so the drain never waits for the
+model and an unconsumed track can never pile frames up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import av
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .blink import Blinker
+from .config import ServerConfig
+from .metrics import Metrics
+from .mouth import MouthEnvelope
+from .video import AvatarVideoTrack, FrameInfo, Renderer
+
+log = logging.getLogger("speech2face.call")
+
+PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
+DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
+WATCHDOG_PERIOD = 0.5
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    privacy: str = "stable"
+    room: str | None = None
+    skin_tone: str | None = None  # a SKIN_TONES name, or None for the identity projection
+    size: int = 256
+
+
+def status_json(update: Any, kind: str = "status") -> dict:
+    """The engine's Update JSON plus flat fields the client and tests read directly."""
+    body = dict(update.to_json())
+    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3),
+                 "params": update.params.as_dict()})
+    return body
+
+
+class Call:
+    def __init__(self, pc: RTCPeerConnection, config: ServerConfig, options: CallOptions, engine: Any,
+                 executor: Executor, metrics: Metrics, renderer: Renderer,
+                 renderer_factory: Callable[[int], Renderer], render_executor: Executor,
+                 on_closed: Callable[["Call"], None]) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.pc = pc
+        self.config = config
+        self.options = options
+        self.metrics = metrics
+        self._executor = executor
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self.created_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.last_audio_at: float | None = None
+        self.closed = asyncio.Event()
+        self._closing = False
+        self._closer: asyncio.Task | None = None
+        self.close_reason: str | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._channel: RTCDataChannel | None = None
+        self._pcm: list[np.ndarray] = []
+        self._pcm_samples = 0
+        self._pcm_ready = asyncio.Event()
+        self._fps = 0.0
+        self._fps_frames = 0
+        self._fps_at = time.monotonic()
+
+        self._overrides: dict[str, str] = {}
+        if options.skin_tone is not None:
+            self._overrides["skin_tone"] = options.skin_tone
+        self._model_lock = asyncio.Lock()  # the pipeline is not thread-safe: one job at a time
+        self.pipeline = engine.pipeline(privacy=options.privacy, room=options.room,
+                                        overrides=dict(self._overrides) or None)
+        self.current = self.pipeline.current
+        self.mouth = MouthEnvelope()
+        self.video = AvatarVideoTrack(renderer, renderer_factory, options.size, config.fps, self.mouth,
+                                      render_executor, Blinker(seed=int(self.id[:8], 16)), on_frame=self._on_frame)
+        self.video.set_face(self.current.params, self.current.version)
+
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        self._spawn(self._feeder(), "feeder")
+        self._spawn(self._watchdog(), "watchdog")
+
+    # --- task ownership ---
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"call-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self.close_soon("error")
+
+    # --- peer events ---
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._drain_audio(track), "audio")
+        else:  # anything else we were sent must still be consumed
+            self._spawn(self._drain_discard(track), track.kind)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+        channel.on("message", self._on_message)
+        # RTCDataChannel reaches "open" before the event fires on the answerer side.
+        self._send_status(self.current, kind="hello")
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+        elif state in ("failed", "closed"):
+            await self.close(f"connection_{state}")
+
+    def _on_message(self, message: Any) -> None:
+        if not isinstance(message, str) or len(message) > 4096:
+            return
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        if kind == "configure":
+            self.configure(msg)
+        elif kind == "ping":
+            self._send({"type": "pong", "t": msg.get("t")})
+        elif kind == "bye":
+            self.close_soon("bye")
+
+    def configure(self, msg: dict) -> None:
+        """Live changes that need no new pipeline: video size and skin tone."""
+        from engines.face import SKIN_TONES
+
+        from .config import SIZES
+
+        size = msg.get("size")
+        if isinstance(size, int) and size in SIZES:
+            self.video.set_size(size)
+        if "skin_tone" in msg:
+            tone = msg["skin_tone"]
+            if tone in (None, "", "auto"):
+                self._overrides.pop("skin_tone", None)
+            elif tone in SKIN_TONES:
+                self._overrides["skin_tone"] = tone
+            else:
+                self._send({"type": "error", "error": f"skin_tone must be one of {list(SKIN_TONES)} or auto"})
+                return
+            self._spawn(self._apply_overrides(), "overrides")
+        else:
+            self._send_status(self.current)
+
+    async def _apply_overrides(self) -> None:
+        async with self._model_lock:
+            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides,
+                                                      dict(self._overrides))
+        self._accept_update(update)
+
+    def _accept_update(self, update: Any) -> None:
+        self.current = update
+        self.video.set_face(update.params, update.version)
+        self._send_status(update)
+
+    # --- audio ---
+    async def _drain_audio(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = time.monotonic()
+            self.last_audio_at = now
+            raw = frame.to_ndarray()
+            self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1)
+                self._pcm.append(pcm)
+                self._pcm_samples += pcm.size
+            if self._pcm_samples >= PUSH_MIN_SECONDS * 16_000:
+                self._pcm_ready.set()
+
+    async def _drain_discard(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+
+    async def _feeder(self) -> None:
+        while True:
+            await self._pcm_ready.wait()
+            self._pcm_ready.clear()
+            if not self._pcm:
+                continue
+            chunk = np.concatenate(self._pcm)
+            self._pcm.clear()
+            self._pcm_samples = 0
+            started = time.perf_counter()
+            async with self._model_lock:
+                update = await self._loop.run_in_executor(self._executor, self.pipeline.push, chunk)
+            if update is not None:
+                self.metrics.refinement_latency.observe(time.perf_counter() - started)
+                self._accept_update(update)
+
+    # --- watchdog: connect timeout, vanished caller, maximum duration, fps ---
+    async def _watchdog(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            now = time.monotonic()
+            self._update_fps(now)
+            if self.connected_at is None:
+                if now - self.created_at > cfg.connect_timeout:
+                    await self.close("connect_timeout")
+                    return
+                continue
+            heard = self.last_audio_at if self.last_audio_at is not None else self.connected_at
+            if now - heard > cfg.idle_timeout:
+                await self.close("idle")
+                return
+            if now - self.created_at > cfg.max_call_seconds:
+                await self.close("max_duration")
+                return
+
+    def _update_fps(self, now: float) -> None:
+        dt = now - self._fps_at
+        if dt >= 1.0:
+            frames = self.video.frames_sent
+            self._fps = (frames - self._fps_frames) / dt
+            self._fps_frames, self._fps_at = frames, now
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    # --- status events ---
+    def _send(self, payload: dict, droppable: bool = False) -> None:
+        ch = self._channel
+        if ch is None or ch.readyState != "open":
+            return
+        if droppable and ch.bufferedAmount > DATACHANNEL_HIGH_WATER:
+            return
+        try:
+            ch.send(json.dumps(payload, separators=(",", ":")))
+        except Exception:  # the transport may be tearing down
+            log.debug("datachannel send failed", exc_info=True)
+
+    def _send_status(self, update: Any, kind: str = "status") -> None:
+        body = status_json(update, kind)
+        body.update({"call_id": self.id, "size": self.video.size, "fps": self.config.fps,
+                     "privacy": self.options.privacy, "skin_tone": self._overrides.get("skin_tone")})
+        self._send(body)
+
+    def _on_frame(self, info: FrameInfo) -> None:
+        self.metrics.frames_sent.inc()
+        self.metrics.mouth_age_seconds.observe(info.mouth_age)
+        if info.seq == 0:
+            self.metrics.first_frame_seconds.observe(time.monotonic() - self.created_at)
+        if self.config.frame_events:
+            self._send(info.to_json(), droppable=True)
+
+    # --- teardown ---
+    def close_soon(self, reason: str) -> None:
+        """Close from a callback that cannot await; the task is kept until it finishes."""
+        if not self._closing and self._closer is None:
+            self._closer = asyncio.ensure_future(self.close(reason))
+    async def close(self, reason: str = "closed") -> None:
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        log.info("call %s closing: %s", self.id, reason)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for t in tasks:
+            t.cancel()
+        self.video.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5.0)
+        except Exception:
+            log.warning("call %s: peer close failed", self.id, exc_info=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._pcm.clear()
+        self.metrics.closed_sessions.labels(reason=reason).inc()
+        self._on_closed(self)
+        self.closed.set()

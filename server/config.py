@@ -1,0 +1,177 @@
+"""Server configuration: one frozen dataclass filled from CLI flags, then environment, then defaults.
+
+Every knob has a flag and an ``S2F_*`` environment variable so the same image runs under
+docker-compose (env) and from a shell (flags). Flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Sequence
+
+PRIVACY_MODES = ("stable", "room", "random")
+SIZES = (256, 384, 512)
+BACKENDS = ("onnx", "torch", "tensorrt")
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    size: int = 256  # default avatar edge in px; a caller may ask for another of SIZES
+    fps: float = 15.0
+    session_budget: int = 16  # concurrent calls; beyond it /offer answers 503
+    ice_servers: tuple[IceServer, ...] = ()
+    privacy: str = "stable"
+    backend: str = "onnx"
+    model_workers: int = 1  # threads of the dedicated model executor
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_seconds: float = 60.0
+    max_call_seconds: float = 3600.0
+    idle_timeout: float = 3.0  # no audio for this long → the caller is gone
+    connect_timeout: float = 15.0  # offer answered but ICE never completed
+    retry_after: int = 5  # seconds, sent with 503
+    frame_events: bool = True  # send the mouth value of every frame on the datachannel
+    static_dir: str | None = None  # defaults to client_web/ next to the package
+    loopback_only: bool | None = None  # None: decided from host
+    log_level: str = "info"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.loopback_only is not None:
+            return self.loopback_only
+        return host_is_loopback(self.host)
+
+    def with_(self, **changes: Any) -> "ServerConfig":
+        return replace(self, **changes)
+
+    def validate(self) -> "ServerConfig":
+        if not 1 <= self.port <= 65535 and self.port != 0:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {SIZES}, got {self.size}")
+        if not 1 <= self.fps <= 60:
+            raise ValueError(f"fps must be within 1..60, got {self.fps}")
+        if self.session_budget < 0:
+            raise ValueError("session budget must be ≥ 0")
+        if self.privacy not in PRIVACY_MODES:
+            raise ValueError(f"privacy must be one of {PRIVACY_MODES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
+        if self.model_workers < 1:
+            raise ValueError("model workers must be ≥ 1")
+        return self
+
+
+def host_is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_ice_servers(text: str | None) -> tuple[IceServer, ...]:
+    """``stun:host:3478,turn:user:pass@host:3478`` or a JSON list of RTCIceServer dicts."""
+    if not text:
+        return ()
+    text = text.strip()
+    if text.startswith("["):
+        items = json.loads(text)
+        out = []
+        for item in items:
+            urls = item["urls"]
+            out.append(IceServer(urls=[urls] if isinstance(urls, str) else list(urls),
+                                 username=item.get("username"), credential=item.get("credential")))
+        return tuple(out)
+    out = []
+    for url in filter(None, (u.strip() for u in text.split(","))):
+        username = credential = None
+        scheme, _, rest = url.partition(":")
+        if "@" in rest:
+            auth, _, hostpart = rest.rpartition("@")
+            username, _, credential = auth.partition(":")
+            url = f"{scheme}:{hostpart}"
+        out.append(IceServer(urls=[url], username=username or None, credential=credential or None))
+    return tuple(out)
+
+
+_ENV_PREFIX = "S2F_"
+
+# flag name → (env var, type, help)
+_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "host": ("HOST", str, "bind address (127.0.0.1 keeps ICE on loopback)"),
+    "port": ("PORT", int, "TCP port for HTTP/websocket signalling"),
+    "size": ("SIZE", int, "default avatar video edge in px (256, 384, 512)"),
+    "fps": ("FPS", float, "avatar video frame rate"),
+    "session_budget": ("SESSION_BUDGET", int, "max concurrent calls; more get 503 + Retry-After"),
+    "ice_servers": ("ICE_SERVERS", str, "comma list (stun:h:p,turn:user:pass@h:p) or JSON list; none by default"),
+    "privacy": ("PRIVACY", str, "default privacy mode: stable, room, random"),
+    "backend": ("BACKEND", str, "model backend: onnx, torch, tensorrt"),
+    "model_workers": ("MODEL_WORKERS", int, "threads in the dedicated model executor"),
+    "max_upload_bytes": ("MAX_UPLOAD_BYTES", int, "POST /v1/avatar body cap in bytes"),
+    "max_upload_seconds": ("MAX_UPLOAD_SECONDS", float, "POST /v1/avatar audio duration cap"),
+    "max_call_seconds": ("MAX_CALL_SECONDS", float, "hang up calls longer than this"),
+    "idle_timeout": ("IDLE_TIMEOUT", float, "seconds without incoming audio before a call is dropped"),
+    "connect_timeout": ("CONNECT_TIMEOUT", float, "seconds for ICE/DTLS to complete after the answer"),
+    "retry_after": ("RETRY_AFTER", int, "Retry-After seconds sent with 503"),
+    "log_level": ("LOG_LEVEL", str, "logging level"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``serve`` flags to a parser (the CLI owns the parser; we own the flags)."""
+    for name, (env, typ, help_) in _OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
+                            help=f"{help_} [env {_ENV_PREFIX}{env}]")
+    parser.add_argument("--no-frame-events", dest="frame_events", action="store_false", default=None,
+                        help=f"do not send per-frame mouth events [env {_ENV_PREFIX}FRAME_EVENTS=0]")
+    parser.add_argument("--static-dir", dest="static_dir", default=None, help="serve the web client from here")
+    return parser
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    if name == "ice_servers":
+        return parse_ice_servers(raw) if isinstance(raw, str) else tuple(raw)
+    return raw
+
+
+def from_sources(args: argparse.Namespace | dict[str, Any] | None = None,
+                 environ: dict[str, str] | None = None) -> ServerConfig:
+    """Flags over ``S2F_*`` environment over defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    values: dict[str, Any] = {}
+    for name, (env, typ, _) in _OPTIONS.items():
+        raw = given.get(name)
+        if raw is None and _ENV_PREFIX + env in environ:
+            raw = typ(environ[_ENV_PREFIX + env])
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    fe = given.get("frame_events")
+    if fe is None and _ENV_PREFIX + "FRAME_EVENTS" in environ:
+        fe = environ[_ENV_PREFIX + "FRAME_EVENTS"].lower() not in ("0", "false", "no", "off")
+    if fe is not None:
+        values["frame_events"] = bool(fe)
+    if given.get("static_dir"):
+        values["static_dir"] = given["static_dir"]
+    known = {f.name for f in fields(ServerConfig)}
+    return ServerConfig(**{k: v for k, v in values.items() if k in known}).validate()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ServerConfig:
+    parser = argparse.ArgumentParser(prog="speech2face serve", description="Speech2Face Live call server")
+    add_arguments(parser)
+    return from_sources(parser.parse_args(argv))

@@ -1,0 +1,57 @@
+"""ICE policy: loopback-only candidates when serving on 127.0.0.1, configured servers otherwise.
+
+aioice deliberately leaves 127.0.0.1 out of host candidates, so a server bound to loopback
+(the default, and every test) would gather nothing in a loopback-only network namespace,
+or would gather LAN addresses and send STUN checks off the machine. When the bind host is
+loopback we make aioice gather 127.0.0.1 only, and drop the offer's non-loopback and mDNS
+(``*.local``) candidates, so no packet — not even an mDNS query — leaves loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+
+from .config import ServerConfig
+
+_original_get_host_addresses: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+
+def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return ["127.0.0.1"] if use_ipv4 else []
+
+
+def use_loopback_only(enabled: bool = True) -> None:
+    """Process-wide: aioice gathers only 127.0.0.1 (``enabled``) or its usual addresses."""
+    aioice.ice.get_host_addresses = _loopback_host_addresses if enabled else _original_get_host_addresses
+
+
+def rtc_configuration(config: ServerConfig) -> RTCConfiguration:
+    """Never the aiortc default (a public STUN server): none, or exactly what was configured."""
+    if config.is_loopback:
+        return RTCConfiguration(iceServers=[])
+    return RTCConfiguration(iceServers=[
+        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers
+    ])
+
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # mDNS name or garbage
+
+
+def keep_loopback_candidates(sdp: str) -> str:
+    """Remove every ``a=candidate`` line whose address is not loopback (IPv4 or IPv6)."""
+    out = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) < 6 or not _is_loopback_address(parts[4]):
+                continue
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"

@@ -1,0 +1,111 @@
+"""Mouth openness from the loudness of the last ~40 ms of incoming audio.
+
+Lip-sync here is an envelope follower, not a viseme model: a cartoon mouth that opens
+with loudness reads as "talking" and, above all, is never late. The envelope is computed
+on the 48 kHz frames as they come off the jitter buffer, before resampling, so the
+resampler's delay never reaches the mouth; every video frame reads the newest value, so a
+frame never shows a mouth older than one frame period plus one 20 ms audio packet.
+
+Loudness is mapped in dB above an adaptive noise floor, so room hum keeps the mouth shut
+and a quiet talker still moves it; when audio stops arriving the mouth closes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_S = 0.040
+#: The mouth opens from GATE_DB above the noise floor (or RANGE_DB below the recent peak,
+#: whichever is higher) and is fully open HEADROOM_DB below the recent peak: an automatic
+#: gain on the *picture*, so quiet and loud talkers both get the full mouth range.
+GATE_DB = 8.0
+RANGE_DB = 32.0
+HEADROOM_DB = 4.0
+MIN_SPAN_DB = 14.0
+FLOOR_MIN_DB, FLOOR_MAX_DB = -72.0, -40.0
+FLOOR_RISE_DB_PER_S = 0.5  # the floor follows quieter input at once, louder input slowly
+PEAK_MIN_DB = -45.0  # a peak tracker never believes speech is quieter than this
+PEAK_DECAY_DB_PER_S = 2.0  # the peak follows louder input at once, quieter input slowly
+STALE_S = 0.12  # no audio this long → mouth closes (the caller paused sending or vanished)
+
+
+@dataclass(frozen=True)
+class MouthReading:
+    value: float  # 0 closed … 1 wide open
+    audio_t: float  # media time (s since the first received sample) of the newest sample used
+    age: float  # seconds between that sample's arrival and now
+    level_db: float  # dBFS of the window
+
+
+class MouthEnvelope:
+    """Feed raw audio frames with :meth:`push`; read :meth:`reading` at frame time."""
+
+    def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._chunks: deque[tuple[float, int]] = deque()  # (sum of squares, n) per packet
+        self._window_sum = 0.0
+        self._window_n = 0
+        self._rate = 48_000
+        self._samples = 0  # total received per channel
+        self._last_arrival: float | None = None
+        self._level_db = -120.0
+        self._floor_db = FLOOR_MIN_DB
+        self._peak_db = PEAK_MIN_DB
+        self._value = 0.0
+
+    def push(self, samples: np.ndarray, rate: int, channels: int = 1, arrival: float | None = None) -> float:
+        """Add one packet (int16 or float, interleaved if ``channels`` > 1); returns the new openness."""
+        arrival = self._clock() if arrival is None else arrival
+        x = samples.astype(np.float32, copy=False).reshape(-1)
+        if samples.dtype == np.int16:
+            x = x * (1.0 / 32768.0)
+        n = x.size
+        if n == 0:
+            return self._value
+        ss = float(np.dot(x, x))
+        self._rate = rate
+        self._chunks.append((ss, n))
+        self._window_sum += ss
+        self._window_n += n
+        limit = int(self._window_s * rate * channels)
+        while len(self._chunks) > 1 and self._window_n - self._chunks[0][1] >= limit:
+            old_ss, old_n = self._chunks.popleft()
+            self._window_sum -= old_ss
+            self._window_n -= old_n
+        prev = self._last_arrival
+        self._samples += n // max(1, channels)
+        self._last_arrival = arrival
+        rms = math.sqrt(max(self._window_sum, 0.0) / max(self._window_n, 1))
+        self._level_db = 20.0 * math.log10(rms) if rms > 1e-6 else -120.0
+        dt = 0.0 if prev is None else max(0.0, arrival - prev)
+        if self._level_db < self._floor_db:
+            self._floor_db = max(FLOOR_MIN_DB, self._level_db)
+        else:
+            self._floor_db = min(FLOOR_MAX_DB, self._floor_db + FLOOR_RISE_DB_PER_S * dt)
+        if self._level_db > self._peak_db:
+            self._peak_db = self._level_db
+        else:
+            self._peak_db = max(PEAK_MIN_DB, self._peak_db - PEAK_DECAY_DB_PER_S * dt)
+        self._value = openness(self._level_db, self._floor_db, self._peak_db)
+        return self._value
+
+    def reading(self, now: float | None = None) -> MouthReading:
+        now = self._clock() if now is None else now
+        if self._last_arrival is None:
+            return MouthReading(0.0, 0.0, 0.0, -120.0)
+        age = max(0.0, now - self._last_arrival)
+        value = self._value if age <= STALE_S else 0.0
+        return MouthReading(value, self._samples / self._rate, age, self._level_db)
+
+
+def openness(level_db: float, floor_db: float, peak_db: float) -> float:
+    """Linear in dB between gate and peak: loudness perception is logarithmic, so is the mouth."""
+    hi = peak_db - HEADROOM_DB
+    lo = min(max(floor_db + GATE_DB, peak_db - RANGE_DB), hi - MIN_SPAN_DB)
+    return float(min(1.0, max(0.0, (level_db - lo) / (hi - lo))))

@@ -1,0 +1,83 @@
+"""``speech2face serve``: run the app until SIGTERM/SIGINT, then close every peer and exit 0.
+
+Thread counts are pinned before the engine imports torch/onnxruntime: on a small shared
+machine two inference threads per process collapse throughput and steal the encoder's CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Sequence
+
+from .config import ServerConfig, parse_args
+
+log = logging.getLogger("speech2face.serve")
+
+
+def pin_threads() -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; always cleans up."""
+    from aiohttp import web
+
+    from .app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=5.0)
+    await site.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    log.info("serving on http://%s:%d/ (budget %d calls, %d px @ %g fps)", config.host,
+             config.port, config.session_budget, config.size, config.fps)
+    print(f"speech2face: serving on http://{config.host}:{config.port}/", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        log.info("shutting down: closing every peer")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await runner.cleanup()  # on_shutdown closes the calls; on_cleanup stops the executor
+
+
+def run(config: ServerConfig) -> int:
+    """Blocking entry for the CLI; returns the process exit code."""
+    pin_threads()
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    asyncio.run(serve(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

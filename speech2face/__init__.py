@@ -1,0 +1,1 @@
+"""Speech2Face Live command line package."""
