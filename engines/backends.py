@@ -24,6 +24,7 @@ from .decoder import FaceDecoder, N_CODES
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
 from .face import N_PARAMS
+from .identity import STATS_PATH, gender_timbre
 from .mel import N_MELS
 from .profile import N_FEATURES
 
@@ -49,7 +50,7 @@ class TorchBackend:
     def __init__(self) -> None:
         torch.set_num_threads(1)
         self.encoder = load_encoder()
-        self.decoder = FaceDecoder().eval()
+        self.decoder = make_decoder()
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
 
     def embed(self, mels: np.ndarray) -> np.ndarray:
@@ -63,10 +64,17 @@ class TorchBackend:
 
 
 # ---------------------------------------------------------------- ONNX export (cached)
+def make_decoder() -> FaceDecoder:
+    direction, mid, spread = gender_timbre()
+    return FaceDecoder(direction, mid, spread).eval()
+
+
 def _code_sha() -> str:
     h = hashlib.sha256()
     for mod in (decoder_mod, face_mod, profile_mod):
         h.update(Path(mod.__file__).read_bytes())
+    if STATS_PATH.exists():
+        h.update(STATS_PATH.read_bytes())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:16]
 
@@ -108,7 +116,7 @@ def onnx_paths(progress: Callable[[str], None] | None = None) -> dict[str, Path]
                 progress("exporting the face decoder to ONNX (once)…")
             ex = decoder_example_inputs(2)
             dyn = {k: {0: "batch"} for k in ("embedding", "features", "override_values", "override_mask", *DECODER_OUTPUTS)}
-            _export(FaceDecoder().eval(), tuple(torch.from_numpy(ex[k]) for k in DECODER_INPUTS), dec, list(DECODER_INPUTS), list(DECODER_OUTPUTS), dyn)
+            _export(make_decoder(), tuple(torch.from_numpy(ex[k]) for k in DECODER_INPUTS), dec, list(DECODER_INPUTS), list(DECODER_OUTPUTS), dyn)
     return {"encoder": enc, "decoder": dec}
 
 

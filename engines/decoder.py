@@ -42,12 +42,14 @@ AGE_BANDS = ("child", "adult", "senior")
 
 # --- calibrated constants (see module docstring; README "Real speech" has the figures) ---
 GENDER_MID_HZ = 165.0
-GENDER_SLOPE_PER_ST = 0.55
-EVIDENCE_HALF_S = 1.5  # voiced seconds at which the logit is halved
-CHILD_MID_HZ = 255.0
-CHILD_SLOPE_PER_ST = 0.9
+GENDER_F0_MAX_LOGIT = 2.2  # F0 alone never says more than ~90 %
+GENDER_F0_WIDTH_ST = 4.0  # semitones over which the F0 evidence saturates
+GENDER_TIMBRE_WEIGHT = 0.6  # logit per spread of the embedding's synthetic gender direction
+EVIDENCE_HALF_S = 1.5  # voiced seconds at which the evidence weight is one half
+CHILD_MID_HZ = 250.0
+CHILD_SLOPE_PER_ST = 1.2
 SENIOR_PRIOR_LOGIT = -2.2  # ≈ 10 %
-CHILD_PRIOR_LOGIT = -1.0  # the F0 cue enters on top of this
+CHILD_PRIOR_LOGIT = -1.5  # the F0 cue enters on top of this
 
 
 def _st(hz: float) -> float:
@@ -55,8 +57,14 @@ def _st(hz: float) -> float:
 
 
 class FaceDecoder(nn.Module):
-    """All inputs batched: embedding (B,256), features (B,7), basis (256,K), center (256),
+    """All inputs batched: embedding (B,256), features (B,F), basis (256,K), center (256),
     code_scale (K), override_values (B,N), override_mask (B,N) (1 where the user chose)."""
+
+    def __init__(self, gender_direction: np.ndarray, gender_mid: float, gender_spread: float) -> None:
+        super().__init__()
+        self.register_buffer("gender_direction", torch.as_tensor(gender_direction, dtype=torch.float32))
+        self.register_buffer("gender_mid", torch.tensor(float(gender_mid)))
+        self.register_buffer("gender_spread", torch.tensor(float(gender_spread)))
 
     def forward(
         self,
@@ -81,19 +89,22 @@ class FaceDecoder(nn.Module):
         steadiness = 1.0 / (1.0 + torch.relu(spread - 14.0) / 10.0)
         trust = evidence * steadiness
 
-        # gender presentation
-        gender_logit = GENDER_SLOPE_PER_ST * (f0_p25 - _st(GENDER_MID_HZ)) * trust
-        p_female = torch.sigmoid(gender_logit)
+        # gender presentation: F0 floor (saturating: an extreme F0 is not "more female", it is
+        # more likely a child or a shout) plus a small timbre term from the embedding
+        f0_term = GENDER_F0_MAX_LOGIT * torch.tanh((f0_p25 - _st(GENDER_MID_HZ)) / GENDER_F0_WIDTH_ST) * trust
+        timbre = torch.clamp((embedding @ self.gender_direction - self.gender_mid) / self.gender_spread, -2.5, 2.5)
+        gender_logit = f0_term + GENDER_TIMBRE_WEIGHT * timbre * evidence
 
         # age band (softmax over child / adult / senior logits)
-        child_logit = CHILD_PRIOR_LOGIT + CHILD_SLOPE_PER_ST * (f0_p25 - _st(CHILD_MID_HZ))
-        child_logit = child_logit * trust + (1.0 - trust) * (-2.5)
+        child_logit = CHILD_PRIOR_LOGIT + trust * CHILD_SLOPE_PER_ST * (f0_p25 - _st(CHILD_MID_HZ))
         senior_logit = SENIOR_PRIOR_LOGIT + trust * (
             torch.clamp((perturb - 0.018) / 0.006, -1.5, 2.0) + torch.clamp((9.0 - hnr) / 4.0, -1.0, 1.0)
         )
         age_logits = torch.stack([child_logit, torch.zeros_like(child_logit), senior_logit], dim=1)
         age_probs = torch.softmax(age_logits, dim=1)
         p_child, p_senior = age_probs[:, 0], age_probs[:, 2]
+        # a child's voice is an age band, not a gender: the posterior is pulled to 0.5
+        p_female = 0.5 + (torch.sigmoid(gender_logit) - 0.5) * (1.0 - p_child)
 
         # identity codes: centred embedding on a fixed basis, scaled to ~N(0,1), squashed to (0,1)
         codes = torch.sigmoid(1.7 * ((embedding - center) @ basis) / code_scale)
@@ -105,7 +116,7 @@ class FaceDecoder(nn.Module):
             m = override_mask[:, i]
             return m * override_values[:, i] + (1.0 - m) * value
 
-        femininity = pick("femininity", 0.5 + (p_female - 0.5) * (1.0 - p_child))
+        femininity = pick("femininity", p_female)
         age = pick("age", 0.04 * p_child + 0.32 * (1.0 - p_child - p_senior) + 0.85 * p_senior + 0.06 * j[:, 0])
         vtl_z = torch.where(vtl > 0, (vtl - 16.0) / 2.0, torch.zeros_like(vtl))
         size = pick("size", 0.5 + 0.12 * torch.tanh(vtl_z) * trust + 0.15 * (0.5 - femininity) - 0.25 * p_child + 0.1 * j[:, 1])

@@ -4,8 +4,8 @@ GE2E embeddings are non-negative and L2-normalised, so every voice shares a larg
 component; centring on a population mean and dividing each projected channel by its
 population spread turns small speaker differences into full-range parameter changes. The
 centre/spread were measured once over the synthetic test voices plus the real-speech dev set
-and are shipped as constants (``identity_stats.npz``, 256 + 32 numbers; no audio, no
-embedding of any one speaker). Privacy modes only change the basis:
+by ``scripts/calibrate.py`` and are shipped as constants (``identity_stats.npz``: 256 + 32
+numbers, plus the decoder's timbre direction; no audio, no embedding of any one speaker). Privacy modes only change the basis:
 
 * ``stable`` — the shipped seeded basis: same voice → same face, everywhere.
 * ``room``   — a basis derived from a salt (the room name + server secret): stable inside a
@@ -51,6 +51,14 @@ def _stats() -> tuple[np.ndarray, np.ndarray]:
         return data["center"].astype(np.float32), data["code_scale"].astype(np.float32)
     # before calibration: the centre of the positive orthant of the unit sphere, unit spread
     return np.full(EMBEDDING_SIZE, EMBEDDING_SIZE**-0.5, np.float32), np.full(N_CODES, 0.05, np.float32)
+
+
+def gender_timbre() -> tuple[np.ndarray, float, float]:
+    """The synthetic voices' female-minus-male embedding direction, its midpoint and spread."""
+    if STATS_PATH.exists():
+        d = np.load(STATS_PATH)
+        return d["gender_direction"].astype(np.float32), float(d["gender_mid"]), float(d["gender_spread"])
+    return np.zeros(EMBEDDING_SIZE, np.float32), 0.0, 1.0  # uncalibrated: the timbre term is off
 
 
 def identity_basis(privacy: str = "stable", salt: str | None = None) -> IdentityBasis:

@@ -23,7 +23,7 @@ from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
 from .identity import IdentityBasis, identity_basis
 from .mel import mel_spectrogram
-from .profile import VoiceProfile
+from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
 
 SAMPLE_RATE = 16_000
@@ -43,7 +43,13 @@ class Update:
     seconds_heard: float
     version: int
     message: str | None = None
-    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    voice: dict[str, float] = field(default_factory=dict)  # the profile the decoder saw (FEATURE_NAMES)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory only
+
+    @property
+    def f0_median_hz(self) -> float:
+        st = self.voice.get("f0_median_st", 0.0)
+        return ST_REF * 2 ** (st / 12) if st > 0 else float("nan")
 
     @property
     def gender(self) -> str:
@@ -60,6 +66,10 @@ class Update:
             "age": {"label": self.age_label, "probs": {k: round(v, 4) for k, v in self.age_probs.items()}},
             "face": {"params": self.params.as_dict(), "vector": [round(float(x), 6) for x in self.params.vector]},
             "confidence": round(self.confidence, 4),
+            "voice": {
+                "f0_median_hz": None if np.isnan(self.f0_median_hz) else round(self.f0_median_hz, 1),
+                **{k: round(v, 4) for k, v in self.voice.items() if k not in ("f0_median_st",)},
+            },
             "version": self.version,
             "message": self.message,
         }
@@ -233,9 +243,10 @@ class AvatarPipeline:
         if seconds < MIN_FACE_SECONDS:
             return self._neutral(_more_speech_message(seconds))
         ident = self._identity
+        features = self._profile.features()
         feeds = {
             "embedding": self._embedding()[None],
-            "features": self._profile.features()[None],
+            "features": features[None],
             "basis": ident.basis,
             "center": ident.center,
             "code_scale": ident.code_scale,
@@ -252,6 +263,7 @@ class AvatarPipeline:
             seconds_heard=seconds,
             version=self._version,
             message=_more_speech_message(seconds),
+            voice={k: float(v) for k, v in zip(FEATURE_NAMES, features)},
             embedding=feeds["embedding"][0],
         )
 

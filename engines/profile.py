@@ -86,11 +86,22 @@ class VoiceProfile:
             self.formant_n += int(good.sum())
 
     # --- derived values ---
-    def f0_percentile(self, q: float) -> float:
-        total = self.f0_hist.sum()
+    def f0_percentile(self, q: float, clean: bool = True) -> float:
+        """Percentile in semitones re 50 Hz. ``clean`` drops frames more than 11.5 semitones from
+        the median first (11.5: just inside an octave): Praat's octave (halving/doubling) errors land there, and a lower
+        quartile is exactly what a burst of halved frames would drag down."""
+        hist = self.f0_hist
+        total = hist.sum()
         if total == 0:
             return float("nan")
-        idx = int(np.searchsorted(np.cumsum(self.f0_hist), q * total))
+        if clean:
+            med = int(np.searchsorted(np.cumsum(hist), 0.5 * total))
+            width = int(11.5 / ST_BIN)
+            hist = hist.copy()
+            hist[: max(0, med - width)] = 0
+            hist[med + width + 1 :] = 0
+            total = hist.sum()
+        idx = int(np.searchsorted(np.cumsum(hist), q * total))
         return (idx + 0.5) * ST_BIN
 
     @property

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .face import HAIR_STYLES, FACIAL_HAIR_STYLES, FaceParams
+from .face import HAIR_STYLES, FaceParams
 from .render_palette import Palette, hexc, mix, shade
 from .render_scene import Path, Pt, Scene, circle, ellipse, round_rect, sample_spline, spline
 
@@ -93,7 +93,7 @@ class FaceModel:
         chin = clip01((0.6 * p.chin_shape + 0.4 * masc) * (1 - 0.6 * child))
         cheek = clip01(p.cheek_fullness + 0.3 * child)
         self.jaw, self.chin = jaw, chin
-        jw = hw * (0.64 + 0.26 * jaw + 0.10 * cheek * child)
+        jw = hw * (0.58 + 0.36 * jaw + 0.10 * cheek * child)
         chw = hw * (0.14 + 0.26 * chin)
         y_jaw = self.y_chin - hh * (0.19 - 0.04 * jaw + 0.05 * child)
         cw = hw * (0.97 + 0.05 * cheek)
@@ -221,7 +221,7 @@ class FaceModel:
                   .C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1))
         sc.add(collar, stroke=pal.shirt_shadow, width=9.0)
         sc.add(neck, pal.skin_shadow)
-        sc.add(self.head.translated(0, 14), pal.skin_deep, opacity=0.55, clip=neck)
+        sc.add(self.head.translated(0, 12), pal.skin_deep, opacity=0.35, clip=neck)
         sc.add(collar, stroke=pal.shirt_light, width=3.0, opacity=0.6)
 
     def _ears(self, sc: Scene) -> None:
@@ -288,7 +288,7 @@ class FaceModel:
         # shadow on the right flank of the bridge
         flank = (Path().M(CX + 3, top).C(CX + 6, top + 20, CX + nw * 0.7, yn - 18, CX + nw * 0.9, yn - 6)
                  .C(CX + nw * 0.5, yn - 10, CX + 2, yn - 26, CX - 1, top + 4).Z())
-        sc.add(flank, pal.skin_shadow, opacity=0.9)
+        sc.add(flank, pal.skin_shadow, opacity=0.7)
         sc.add(ellipse(CX - 2, yn - 7, nw * 0.42, 4.5), pal.skin_light, opacity=0.8)
         base = (Path().M(CX - nw, yn - 7).C(CX - nw - 3, yn - 1, CX - nw * 0.6, yn + 2, CX - nw * 0.3, yn)
                 .C(CX - 3, yn + 4, CX + 3, yn + 4, CX + nw * 0.3, yn)
@@ -297,27 +297,28 @@ class FaceModel:
 
     def _cheeks(self, sc: Scene) -> None:
         pal, g = self.pal, self.eye
-        a = 0.22 + 0.16 * self.fem + 0.18 * self.child
+        a = (0.22 + 0.16 * self.fem + 0.18 * self.child) * (0.6 if self.p.skin_tone >= 4 / 6 else 1.0)
         for side in (-1, 1):
             sc.add(ellipse(CX + side * (g.ex + 4), self.y_nose + 2, 17, 10), pal.blush, opacity=a)
         if self.p.freckles > 0.7:
-            n = int(6 + 24 * (self.p.freckles - 0.7) / 0.3)
+            n = int(5 + 9 * (self.p.freckles - 0.7) / 0.3)
+            col = shade(pal.skin_deep, -0.06, 0.12)
             for side in (-1, 1):
-                for i in range(n // 2):
-                    r = 3.2 * math.sqrt(i + 1)
-                    th = i * 2.39996 + side
-                    x = CX + side * (g.ex - 2) + r * math.cos(th) * 1.4
-                    y = self.y_eye + g.eh + 16 + r * math.sin(th) * 0.8
-                    sc.add(circle(x, y, 1.5), pal.skin_deep, opacity=0.7)
+                for i in range(n):
+                    r = 5.2 * math.sqrt(i + 0.6)
+                    th = i * 2.39996 + 0.7 * side
+                    x = CX + side * (g.ex - 6) + r * math.cos(th) * 1.5
+                    y = self.y_eye + g.eh + 17 + r * math.sin(th) * 0.75
+                    sc.add(circle(x, y, 1.5 + 0.3 * (i % 3)), col, opacity=0.6)
 
     def _mouth_geom(self, o: float):
         mx, my = CX, self.y_mouth
         mw = self.mw * (1 - 0.12 * o)
-        s = 2.2 + 1.0 * (1 - o)
+        s = 3.0 + 2.0 * (1 - o)
         oh = o * (15.0 + 5.0 * self.mw / 29.0)
         L, R = (mx - mw, my - s), (mx + mw, my - s)
-        upper = Path().M(*L).C(mx - mw * 0.45, my + 1.5, mx + mw * 0.45, my + 1.5, *R)
-        lower_back = Path().C(mx + mw * 0.55, my + 1.5 + oh * 1.33, mx - mw * 0.55, my + 1.5 + oh * 1.33, *L)
+        upper = Path().M(*L).C(mx - mw * 0.45, my + 2.5, mx + mw * 0.45, my + 2.5, *R)
+        lower_back = Path().C(mx + mw * 0.55, my + 2.5 + oh * 1.33, mx - mw * 0.55, my + 2.5 + oh * 1.33, *L)
         return mx, my, mw, s, oh, L, R, upper, lower_back
 
     def _mouth(self, sc: Scene, o: float) -> None:
@@ -328,18 +329,18 @@ class FaceModel:
             inside = Path(list(upper.ops)).extend(lower_back).Z()
             sc.add(inside, pal.mouth_in)
             sc.add(ellipse(mx, my + oh * 1.05 + 4, mw * 0.55, max(2.0, oh * 0.45)), pal.tongue, clip=inside)
-            sc.add(round_rect(mx - mw * 0.62, my - 6, mx + mw * 0.62, my + 1.5 + min(5.5, oh * 0.4), 3),
+            sc.add(round_rect(mx - mw * 0.62, my - 6, mx + mw * 0.62, my + 2.5 + min(5.5, oh * 0.4), 3),
                    pal.teeth, clip=inside)
         # upper lip: cupid's bow on top, the opening's edge below
         ul_top = spline([L, (mx - mw * 0.32, my - ul - 0.6), (mx, my - ul + 1.6),
                          (mx + mw * 0.32, my - ul - 0.6), R], closed=False, tension=0.9)
-        upper_lip = Path(list(ul_top.ops)).C(mx + mw * 0.45, my + 1.5, mx - mw * 0.45, my + 1.5, *L).Z()
+        upper_lip = Path(list(ul_top.ops)).C(mx + mw * 0.45, my + 2.5, mx - mw * 0.45, my + 2.5, *L).Z()
         sc.add(upper_lip, mix(pal.lip, pal.lip_dark, 0.55))
-        yb = my + 1.5 + oh + ll
-        lower_lip = (Path().M(*L).C(mx - mw * 0.55, my + 1.5 + oh * 1.33, mx + mw * 0.55, my + 1.5 + oh * 1.33, *R)
+        yb = my + 2.5 + oh + ll
+        lower_lip = (Path().M(*L).C(mx - mw * 0.55, my + 2.5 + oh * 1.33, mx + mw * 0.55, my + 2.5 + oh * 1.33, *R)
                      .C(mx + mw * 0.75, yb + 1, mx - mw * 0.75, yb + 1, *L).Z())
         sc.add(lower_lip, pal.lip)
-        sc.add(ellipse(mx - mw * 0.12, my + 1.5 + oh + ll * 0.45, mw * 0.28, ll * 0.18), pal.lip_light, opacity=0.7)
+        sc.add(ellipse(mx - mw * 0.12, my + 2.5 + oh + ll * 0.45, mw * 0.28, ll * 0.18), pal.lip_light, opacity=0.7)
         sc.add(upper, stroke=shade(pal.lip_dark, -0.12), width=1.6 if oh > 0.3 else 2.2, opacity=0.9)
         for side in (-1, 1):
             cx = mx + side * (mw + 1.5)
@@ -427,11 +428,14 @@ class FaceModel:
         pal = self.pal
         if st == "goatee":
             mw, my = self.mw, self.y_mouth
-            pts = [(CX + mw + 2, my + 2), (CX + mw * 0.85, self.y_chin - 10), (CX, self.y_chin + 3 + 6 * a),
-                   (CX - mw * 0.85, self.y_chin - 10), (CX - mw - 2, my + 2),
-                   (CX - mw * 0.5, my + self.ll + 6), (CX + mw * 0.5, my + self.ll + 6)]
+            top = my + self.ll + 5
+            gw = mw * (0.45 + 0.2 * a)
+            pts = [(CX + gw * 0.7, top - 1), (CX + gw, (top + self.y_chin) / 2), (CX + gw * 0.5, self.y_chin - 2),
+                   (CX, self.y_chin + 2 + 5 * a), (CX - gw * 0.5, self.y_chin - 2), (CX - gw, (top + self.y_chin) / 2),
+                   (CX - gw * 0.7, top - 1), (CX, top + 2)]
             g = spline(pts, closed=True, tension=0.9)
-            sc.add(g, pal.beard, opacity=0.45 + 0.55 * a)
+            sc.add(g, pal.beard_shadow, opacity=0.6 + 0.4 * a)
+            sc.add(g.translated(-3, -3), pal.beard, opacity=0.6 + 0.4 * a, clip=g)
             return
         full = st == "full_beard"
         stub = st == "stubble"
@@ -494,12 +498,17 @@ class FaceModel:
             for ang in range(-110, 111, 20):
                 pts.append(self._cran(ang, v + 4, v * 1.1 + 4))
             wav = st == "long_wavy"
-            rs = [(CX + w * 0.98, self.y_eye + 40), (CX + w * 1.04, self.y_chin - 20),
-                  (CX + w * 1.02, bottom - 40), (CX + w * 0.9, bottom)]
+            if st == "bob":
+                rs = [(CX + w, self.y_eye + 16), (CX + w * 0.99, self.y_mouth + 4), (CX + w * 0.84, bottom),
+                      (CX + self.hw * 0.62, bottom - 6)]
+                mid = [(CX + self.hw * 0.3, bottom - 30), (CX - self.hw * 0.3, bottom - 30)]
+            else:
+                rs = [(CX + w * 0.98, self.y_eye + 40), (CX + w * 1.04, self.y_chin - 20),
+                      (CX + w * 1.02, bottom - 40), (CX + w * 0.9, bottom)]
+                mid = [(CX + w * 0.45, bottom - 12), (CX - w * 0.45, bottom - 12)]
             if wav:
                 rs = [(x + (8 if i % 2 else -4), y) for i, (x, y) in enumerate(rs)]
-            pts = pts + rs + [(CX + w * 0.45, bottom - 12), (CX - w * 0.45, bottom - 12)] + \
-                [(2 * CX - x, y) for x, y in reversed(rs)]
+            pts = pts + rs + mid + [(2 * CX - x, y) for x, y in reversed(rs)]
             back = spline(pts, closed=True, tension=0.9)
             sc.add(back, mix(pal.hair, pal.hair_shadow, 0.3))
         if st == "ponytail":
@@ -550,9 +559,6 @@ class FaceModel:
                     (CX - hw * 0.6, y_hl + 12 - rec), (CX - xt, y_tm)]
         return [(CX + xt, y_tm), (CX + hw * 0.62, y_hl + 10 - rec), (CX, y_hl + 4),
                 (CX - hw * 0.62, y_hl + 10 - rec), (CX - xt, y_tm)]
-
-    def y_jaw_hair(self) -> float:
-        return self.y_chin - self.hh * 0.12
 
     def _hair_front(self, sc: Scene) -> None:
         st, pal = self.style, self.pal
@@ -665,11 +671,3 @@ class FaceModel:
                 b = p.bounds()
                 sc.add(Path().M(b[0] + 4, b[1] + 1).L(b[2] - 4, b[1] + 1), stroke=frame, width=6.0)
 
-
-def cap_bounds(p: Path) -> tuple[float, float, float, float]:
-    return p.bounds()
-
-
-def _right_half(b: tuple[float, float, float, float]) -> Path:
-    x0, y0, x1, y1 = b
-    return Path().M(CX + (x1 - CX) * 0.55, y0 - 5).L(x1 + 5, y0 - 5).L(x1 + 5, y1 + 5).L(CX + (x1 - CX) * 0.55, y1 + 5).Z()

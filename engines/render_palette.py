@@ -58,7 +58,7 @@ class Palette:
         self.skin_light = shade(self.skin, 0.05 if not dark else 0.07, -0.02)
         self.blush = mix(self.skin, hexc("#F0707A"), 0.55 if not dark else 0.35)
         lip_rose = mix(self.skin_deep, hexc("#C0545E"), 0.35 + 0.35 * femininity)
-        self.lip = mix(self.skin_deep, lip_rose, 0.55 if not dark else 0.4)
+        self.lip = mix(self.skin_deep, lip_rose, (0.25 + 0.45 * femininity) * (1.0 if not dark else 0.75))
         self.lip_dark = shade(self.lip, -0.12, 0.05)
         self.lip_light = shade(self.lip, 0.08)
         self.mouth_in = hexc("#4A1F22")
@@ -71,7 +71,8 @@ class Palette:
         h, l, s = colorsys.rgb_to_hls(*self.hair)
         self.hair_shadow = hls(h - 0.01, l * 0.72, s * 1.05)
         self.hair_light = hls(h + 0.01, l + (1 - l) * 0.22, s * 0.95)
-        brow_base = shade(base_hair, -0.06) if colorsys.rgb_to_hls(*base_hair)[1] > 0.45 else base_hair
+        # brows read as a feature, not as hair: always a step darker, more so on deep skin
+        brow_base = shade(base_hair, -0.08 - 0.03 * i)
         self.brow = mix(brow_base, mix(GREY_HAIR, base_hair, 0.35), greying * 0.7)
         self.beard = mix(shade(base_hair, 0.0), grey_target, min(1.0, greying * 1.15))
         self.beard_shadow = shade(self.beard, -0.08)

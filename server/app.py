@@ -33,6 +33,7 @@ MAX_ROOM_CHARS = 64
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
+CLIENT = web.AppKey("s2f_client_dir", Path)
 
 
 class BadRequest(Exception):
@@ -138,8 +139,12 @@ class ServerState:
             raise
 
     def options_json(self) -> dict:
+        ice_servers = [] if self.config.is_loopback else [
+            {"urls": s.urls, **({"username": s.username} if s.username else {}),
+             **({"credential": s.credential} if s.credential else {})} for s in self.config.ice_servers]
         return {"sizes": list(SIZES), "privacy_modes": list(PRIVACY_MODES), "default_size": self.config.size,
-                "default_privacy": self.config.privacy, "fps": self.config.fps, "skin_tones": _skin_tones()}
+                "default_privacy": self.config.privacy, "fps": self.config.fps, "skin_tones": _skin_tones(),
+                "ice_servers": ice_servers, "confident_seconds": 6.0}
 
 
 def _skin_tones() -> list[str]:
@@ -257,8 +262,37 @@ async def options(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].options_json())
 
 
+async def call_avatar(request: web.Request) -> web.Response:
+    """The live call's current face as PNG or SVG (the page's download buttons)."""
+    from engines.render import render_png, render_svg
+
+    state = request.app[STATE]
+    call = state.calls.get(request.match_info["call_id"])
+    if call is None:
+        return json_error("no such call (it may have ended)", 404)
+    fmt = request.query.get("format", "png").lower()
+    if fmt not in ("png", "svg"):
+        return json_error("format must be png or svg", 400)
+    try:
+        size = int(request.query.get("size", call.video.size))
+    except ValueError:
+        size = -1
+    if size not in SIZES:
+        return json_error(f"size must be one of {list(SIZES)}", 400)
+    params = call.current.params
+    loop = asyncio.get_running_loop()
+    name = f"speech2face-v{call.current.version}"
+    if fmt == "png":
+        body = await loop.run_in_executor(state.render_executor, render_png, params, size)
+        return web.Response(body=body, content_type="image/png",
+                            headers={"Content-Disposition": f'attachment; filename="{name}.png"'})
+    text = await loop.run_in_executor(state.render_executor, render_svg, params, size)
+    return web.Response(text=text, content_type="image/svg+xml",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.svg"'})
+
+
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(request.app["client_dir"] / "index.html")
+    return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
 def create_app(config: ServerConfig, engine: Any = None,
@@ -271,15 +305,16 @@ def create_app(config: ServerConfig, engine: Any = None,
     app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
     state = ServerState(config, engine, renderer_factory)
     app[STATE] = state
-    app["client_dir"] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
+    app[CLIENT] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
+    app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_static("/static/", app["client_dir"], show_index=False)
+    app.router.add_static("/static/", app[CLIENT], show_index=False)
 
     async def startup(app: web.Application) -> None:
         try:

@@ -40,7 +40,7 @@ class ServerConfig:
     max_upload_seconds: float = 60.0
     max_call_seconds: float = 3600.0
     idle_timeout: float = 3.0  # no audio for this long → the caller is gone
-    connect_timeout: float = 15.0  # offer answered but ICE never completed
+    connect_timeout: float = 5.0  # offer answered but ICE/DTLS never completed: the caller is gone
     retry_after: int = 5  # seconds, sent with 503
     frame_events: bool = True  # send the mouth value of every frame on the datachannel
     static_dir: str | None = None  # defaults to client_web/ next to the package

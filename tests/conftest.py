@@ -72,7 +72,7 @@ def bad_inputs() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def speech_wav() -> dict[str, Path]:
-    """One clean ~7 s clip per label: ``{"female": Path, "male": Path}`` (16 kHz mono WAV)."""
+    """One clean ~6.6 s clip per label: ``{"female": Path, "male": Path}`` (16 kHz mono WAV)."""
     _require_tools()
-    return {g: voices.synthesize(voices.voice_by_name(name), 0)
+    return {g: voices.synthesize(voices.voice_by_name(name), voices.SPEECH_WAV_SENTENCE)
             for g, name in voices.SPEECH_WAV_VOICES.items()}

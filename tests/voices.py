@@ -62,8 +62,10 @@ _PROGRESS_MIN_JOBS = 4
 
 # --------------------------------------------------------------------------- texts
 # Neutral, everyday content: the service must not be steered by *what* is said.
-# Indices 0-2 are ~5-8 s when synthesised, index 3 is ~12 s.  The same four
-# meanings are used in every language so durations are comparable.
+# Indices 0-2 take ~5-8 s when synthesised, index 3 ~10-13.5 s (MBROLA French
+# is the fastest speaker, MBROLA German the slowest); every clip stays within
+# 3-15 s.  The same four meanings are used in every language so durations are
+# comparable across voices.
 SENTENCES: dict[str, tuple[str, ...]] = {
     "en": (
         "The weather today is mild and mostly dry, and the library on the main street "
@@ -77,16 +79,16 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "near the fountain until the stalls are packed away.",
     ),
     "fr": (
-        "Le temps est doux et plutôt sec aujourd'hui, et la bibliothèque de la rue "
+        "Le temps est doux et plutôt sec aujourd'hui, et la grande bibliothèque de la rue "
         "principale ouvre à neuf heures du matin et ferme à six heures du soir.",
-        "N'oubliez pas d'apporter un crayon, un cahier et une bouteille d'eau, car "
-        "l'atelier de cet après-midi durera presque trois heures sans pause.",
-        "Les trains pour la ville partent toutes les vingt minutes du quai numéro deux, "
+        "N'oubliez pas d'apporter un crayon, un cahier et une petite bouteille d'eau, car "
+        "l'atelier de cet après-midi durera presque trois heures sans aucune pause.",
+        "Les trains pour le centre de la ville partent toutes les vingt minutes du quai numéro deux, "
         "et le trajet dure en général un peu moins d'une demi-heure.",
         "Chaque printemps, la petite ville organise un marché sur la place centrale. "
         "Les agriculteurs apportent des légumes frais, les boulangers vendent du pain "
         "chaud, et des musiciens jouent doucement près de la fontaine jusqu'à la fin "
-        "de l'après-midi.",
+        "de l'après-midi. Les visiteurs restent souvent jusqu'au soir.",
     ),
     "de": (
         "Das Wetter ist heute mild und meistens trocken, und die Bibliothek in der "
@@ -350,8 +352,10 @@ def voice_by_name(name: str) -> Voice:
     raise KeyError(name)
 
 
-#: The reference clean clips used by ``speech_wav``: one per label, ~6-7 s.
+#: The reference clean clips used by ``speech_wav``: one per label, ~6.6 s
+#: (sentence 2, the shortest English one).
 SPEECH_WAV_VOICES: dict[Gender, str] = {"female": "espeak-en-us-f2", "male": "espeak-en-us-m2"}
+SPEECH_WAV_SENTENCE = 2
 
 
 # --------------------------------------------------------------------------- analysis

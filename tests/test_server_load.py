@@ -1,0 +1,112 @@
+"""Bounded load on loopback: N callers (S2F_LOAD_PEERS, default 10; 50 for the long run)
+talk for S2F_LOAD_SECONDS (default 30) to a server in its own process. All get frames, and
+the server's RSS returns near its baseline after they leave (no per-call leak).
+
+    S2F_LOAD_PEERS=50 S2F_LOAD_SECONDS=30 pytest tests/test_server_load.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.server_helpers import ArrayAudioTrack, Caller, read_wav_16k, rss_bytes, to_48k, use_loopback, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = int(os.environ.get("S2F_LOAD_PEERS", "10"))
+SECONDS = float(os.environ.get("S2F_LOAD_SECONDS", "30"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url + "/healthz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(url + "/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return float("nan")
+
+
+@pytest.mark.asyncio
+async def test_load_n_peers(speech_wav):
+    use_loopback()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "server.serve", "--port", str(port),
+                             "--session-budget", str(PEERS + 2), "--no-frame-events"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("S2F_LOAD_LOG", os.devnull), "w"))
+    voices = [to_48k(read_wav_16k(p)) for p in (speech_wav["female"], speech_wav["male"])]
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while not await _healthy(session, url):
+                assert proc.poll() is None, "server exited"
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            # warm-up call so codec/model first-use allocations count in the baseline
+            warm = Caller(url, ArrayAudioTrack(voices[0], loop=True))
+            assert (await warm.connect(session)).status == 200
+            assert await wait_for(lambda: warm.first_frame_at is not None, 10.0)
+            await asyncio.sleep(3.0)
+            await warm.close()
+            assert await wait_for(lambda: False, 1.0) is False
+            baseline = rss_bytes(proc.pid)
+
+            callers = [Caller(url, ArrayAudioTrack(voices[i % 2], loop=True)) for i in range(PEERS)]
+            for c in callers:  # staggered joins, as real callers arrive
+                assert (await c.connect(session)).status == 200
+                await asyncio.sleep(0.05)
+            assert await wait_for(lambda: all(c.first_frame_at for c in callers), 15.0), \
+                [c.first_frame_at is not None for c in callers]
+            t0 = time.monotonic()
+            counts = [len(c.result.video_times) for c in callers]
+            peak = baseline
+            while time.monotonic() - t0 < SECONDS:
+                await asyncio.sleep(1.0)
+                peak = max(peak, rss_bytes(proc.pid))
+            elapsed = time.monotonic() - t0
+            fps = np.array([(len(c.result.video_times) - n) / elapsed for c, n in zip(callers, counts)])
+            live = await _metric(session, url, "s2f_live_sessions")
+            for c in callers:
+                await c.close()
+            deadline = time.monotonic() + 10
+            while await _metric(session, url, "s2f_live_sessions") > 0:
+                assert time.monotonic() < deadline, "calls not released"
+                await asyncio.sleep(0.25)
+            await asyncio.sleep(2.0)
+            after = rss_bytes(proc.pid)
+        print(f"\n{PEERS} peers × {elapsed:.0f} s: fps min {fps.min():.1f} mean {fps.mean():.1f}; "
+              f"RSS baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB")
+        assert live == PEERS
+        assert fps.min() > 3.0, fps  # every caller gets frames (the 2-core CI box is shared with the callers)
+        # near baseline: allocator arenas keep a little, a per-call leak would keep ~(peak-baseline)
+        assert after - baseline < max(40 * 2**20, 0.25 * (peak - baseline)), (baseline, peak, after)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
