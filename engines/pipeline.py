@@ -233,8 +233,7 @@ class AvatarPipeline:
             v[m] = self._override_values[m]
             params = FaceParams(v)
         seconds = self.seconds_heard
-        if message is None:
-            message = "listening: no speech heard yet" if seconds == 0 else None
+        message = message or _more_speech_message(seconds)
         return Update(params, 0.5, {"child": 0.1, "adult": 0.8, "senior": 0.1}, 0.0, seconds, self._version, message)
 
     def _refine(self) -> Update:
