@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install install-test sysdeps bench eval gallery clean
+.PHONY: run test install install-test sysdeps bench gallery clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,3 +40,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) test-output bench-output
+
+gallery: install-test sysdeps
+	$(PY) scripts/gallery.py

@@ -66,6 +66,15 @@ class ServerState:
         self.calls: dict[str, Call] = {}
         self.started_at = time.time()
         self.engine_error: str | None = None
+        self.lag_task: asyncio.Task | None = None
+
+    async def watch_loop_lag(self, period: float = 0.25) -> None:
+        """A stalled loop delays every call's frames and audio at once: measure it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
 
     def mean_fps(self) -> float:
         live = [c.fps for c in self.calls.values() if c.connected_at is not None]
@@ -317,6 +326,7 @@ def create_app(config: ServerConfig, engine: Any = None,
     app.router.add_static("/static/", app[CLIENT], show_index=False)
 
     async def startup(app: web.Application) -> None:
+        state.lag_task = asyncio.ensure_future(state.watch_loop_lag())
         try:
             await state.load_engine()
         except Exception as exc:
@@ -325,6 +335,9 @@ def create_app(config: ServerConfig, engine: Any = None,
 
     async def shutdown(app: web.Application) -> None:
         await state.close_all("shutdown")
+        if state.lag_task is not None:
+            state.lag_task.cancel()
+            await asyncio.gather(state.lag_task, return_exceptions=True)
 
     async def cleanup(app: web.Application) -> None:
         state.model_executor.shutdown(wait=True, cancel_futures=True)

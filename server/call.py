@@ -38,6 +38,8 @@ log = logging.getLogger("speech2face.call")
 PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
+CONFIDENT_SECONDS = 6.0
+SETTLED_FACE_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class Call:
 
     def _accept_update(self, update: Any) -> None:
         self.current = update
+        # Early refinements are big and each one shows (traits, then identity); once the
+        # face is confident they are small, so re-rasterise at most every 2 s.
+        self.video.min_face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
         self.video.set_face(update.params, update.version)
         self._send_status(update)
 

@@ -29,6 +29,9 @@ class Metrics:
         self.mouth_age_seconds = Histogram(
             "s2f_mouth_age_seconds", "Age of the newest audio behind a frame's mouth when the frame is made",
             buckets=(0.005, 0.01, 0.02, 0.04, 0.067, 0.087, 0.12, 0.25), registry=r)
+        self.loop_lag = Histogram(
+            "s2f_event_loop_lag_seconds", "How late a 250 ms timer fires on the event loop (signalling, pacing and audio all share it)",
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
         self.avatar_requests = Counter("s2f_avatar_requests", "POST /v1/avatar by outcome", ["outcome"], registry=r)
         self.closed_sessions = Counter("s2f_closed_sessions", "Calls closed, by reason", ["reason"], registry=r)
 
