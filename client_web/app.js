@@ -200,6 +200,8 @@ async function join() {
       privacy,
       size: parseInt($("size").value, 10),
       skin_tone: $("skin-tone").value,
+      // per-frame mouth telemetry only when asked for (?frame_events=1): it costs the server CPU
+      frame_events: new URLSearchParams(location.search).get("frame_events") === "1",
     };
     if (privacy === "room") body.room = $("room").value.trim() || "lobby";
     let resp;

@@ -67,6 +67,7 @@ class ServerState:
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     async def watch_loop_lag(self, period: float = 0.25) -> None:
         """A stalled loop delays every call's frames and audio at once: measure it."""
@@ -96,6 +97,24 @@ class ServerState:
         if self.calls.pop(call.id, None) is not None:
             self.admission.release(call.id)
             self.metrics.live_sessions.set(len(self.calls))
+            self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        """Give freed heap back to the OS a moment after calls end.
+
+        Every call's codec threads allocate from their own glibc arenas; without a trim the
+        process keeps its peak RSS forever, which looks exactly like a leak to an operator.
+        Debounced so a wave of hang-ups costs one trim.
+        """
+        if self._trim_handle is not None or _malloc_trim is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            self._trim_handle = None
+            loop.run_in_executor(self.render_executor, _malloc_trim, 0)
+
+        self._trim_handle = loop.call_later(1.0, run)
 
     async def close_all(self, reason: str = "shutdown") -> None:
         calls = list(self.calls.values())
@@ -156,6 +175,18 @@ class ServerState:
                 "ice_servers": ice_servers, "confident_seconds": 6.0}
 
 
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 def _skin_tones() -> list[str]:
     from engines.face import SKIN_TONES
 
@@ -194,9 +225,12 @@ def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessio
         raise BadRequest(f'"size" must be one of {list(SIZES)}') from None
     if size not in SIZES:
         raise BadRequest(f'"size" must be one of {list(SIZES)}')
+    frame_events = body.get("frame_events", False)
+    if not isinstance(frame_events, bool):
+        raise BadRequest('"frame_events" must be true or false')
     if config.is_loopback:
         sdp = ice.keep_loopback_candidates(sdp)
-    return (CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size),
+    return (CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size, frame_events=frame_events),
             RTCSessionDescription(sdp=sdp, type="offer"))
 
 
@@ -256,7 +290,8 @@ async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     ready = state.engine is not None and state.renderer_factory is not None
     body = {"status": "ok" if ready else "loading", "sessions": len(state.calls),
-            "budget": state.config.session_budget, "uptime_s": round(time.time() - state.started_at, 1)}
+            "budget": state.config.session_budget, "uptime_s": round(time.time() - state.started_at, 1),
+            "pid": os.getpid()}
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -340,6 +375,8 @@ def create_app(config: ServerConfig, engine: Any = None,
             await asyncio.gather(state.lag_task, return_exceptions=True)
 
     async def cleanup(app: web.Application) -> None:
+        if state._trim_handle is not None:
+            state._trim_handle.cancel()
         state.model_executor.shutdown(wait=True, cancel_futures=True)
         state.render_executor.shutdown(wait=True, cancel_futures=True)
 

@@ -39,7 +39,7 @@ PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same r
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
 CONFIDENT_SECONDS = 6.0
-SETTLED_FACE_INTERVAL = 2.0
+SETTLED_FACE_INTERVAL = 3.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class CallOptions:
     room: str | None = None
     skin_tone: str | None = None  # a SKIN_TONES name, or None for the identity projection
     size: int = 256
+    frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
 
 def status_json(update: Any, kind: str = "status") -> dict:
@@ -92,7 +93,8 @@ class Call:
             self._overrides["skin_tone"] = options.skin_tone
         self._model_lock = asyncio.Lock()  # the pipeline is not thread-safe: one job at a time
         self.pipeline = engine.pipeline(privacy=options.privacy, room=options.room,
-                                        overrides=dict(self._overrides) or None)
+                                        overrides=dict(self._overrides) or None,
+                                        max_speech_seconds=config.max_speech_seconds)
         self.current = self.pipeline.current
         self.mouth = MouthEnvelope()
         self.video = AvatarVideoTrack(renderer, renderer_factory, options.size, config.fps, self.mouth,
@@ -187,7 +189,7 @@ class Call:
     def _accept_update(self, update: Any) -> None:
         self.current = update
         # Early refinements are big and each one shows (traits, then identity); once the
-        # face is confident they are small, so re-rasterise at most every 2 s.
+        # face is confident they are small, so re-rasterise at most every 3 s.
         self.video.min_face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
         self.video.set_face(update.params, update.version)
         self._send_status(update)
@@ -227,6 +229,8 @@ class Call:
             chunk = np.concatenate(self._pcm)
             self._pcm.clear()
             self._pcm_samples = 0
+            if self.pipeline.seconds_heard >= self.config.max_speech_seconds:
+                continue  # the face is final: keep draining, skip the model (VAD included)
             started = time.perf_counter()
             async with self._model_lock:
                 update = await self._loop.run_in_executor(self._executor, self.pipeline.push, chunk)
@@ -288,7 +292,7 @@ class Call:
         self.metrics.mouth_age_seconds.observe(info.mouth_age)
         if info.seq == 0:
             self.metrics.first_frame_seconds.observe(time.monotonic() - self.created_at)
-        if self.config.frame_events:
+        if self.options.frame_events and self.config.frame_events:
             self._send(info.to_json(), droppable=True)
 
     # --- teardown ---

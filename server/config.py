@@ -39,10 +39,11 @@ class ServerConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_seconds: float = 60.0
     max_call_seconds: float = 3600.0
+    max_speech_seconds: float = 120.0  # speech a call's face is refined from; after it the model idles
     idle_timeout: float = 3.0  # no audio for this long → the caller is gone
     connect_timeout: float = 5.0  # offer answered but ICE/DTLS never completed: the caller is gone
     retry_after: int = 5  # seconds, sent with 503
-    frame_events: bool = True  # send the mouth value of every frame on the datachannel
+    frame_events: bool = True  # allow callers to ask for the mouth value of every frame (offer "frame_events": true)
     static_dir: str | None = None  # defaults to client_web/ next to the package
     loopback_only: bool | None = None  # None: decided from host
     log_level: str = "info"
@@ -124,6 +125,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "max_upload_bytes": ("MAX_UPLOAD_BYTES", int, "POST /v1/avatar body cap in bytes"),
     "max_upload_seconds": ("MAX_UPLOAD_SECONDS", float, "POST /v1/avatar audio duration cap"),
     "max_call_seconds": ("MAX_CALL_SECONDS", float, "hang up calls longer than this"),
+    "max_speech_seconds": ("MAX_SPEECH_SECONDS", float, "seconds of speech a face is refined from; then the model stops"),
     "idle_timeout": ("IDLE_TIMEOUT", float, "seconds without incoming audio before a call is dropped"),
     "connect_timeout": ("CONNECT_TIMEOUT", float, "seconds for ICE/DTLS to complete after the answer"),
     "retry_after": ("RETRY_AFTER", int, "Retry-After seconds sent with 503"),
@@ -137,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                             help=f"{help_} [env {_ENV_PREFIX}{env}]")
     parser.add_argument("--no-frame-events", dest="frame_events", action="store_false", default=None,
-                        help=f"do not send per-frame mouth events [env {_ENV_PREFIX}FRAME_EVENTS=0]")
+                        help=f"refuse per-frame mouth telemetry even when a caller asks [env {_ENV_PREFIX}FRAME_EVENTS=0]")
     parser.add_argument("--static-dir", dest="static_dir", default=None, help="serve the web client from here")
     return parser
 

@@ -130,7 +130,8 @@ class CallResult:
 class Caller:
     """A Python WebRTC caller: sends audio, receives the avatar video and status events."""
 
-    def __init__(self, base_url: str, audio: MediaStreamTrack, keep_last_frame: bool = False) -> None:
+    def __init__(self, base_url: str, audio: MediaStreamTrack, keep_last_frame: bool = False,
+                 frame_events: bool = True) -> None:
         self.base_url = base_url
         self.audio = audio
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -139,6 +140,7 @@ class Caller:
         self.offer_at: float | None = None
         self.first_frame_at: float | None = None
         self._keep = keep_last_frame
+        self._frame_events = frame_events
         self._tasks: list[asyncio.Task] = []
         self.channel = self.pc.createDataChannel("status")
         self.channel.on("message", self._on_message)
@@ -172,7 +174,7 @@ class Caller:
         """POST the offer; returns the response (the caller checks status for 503)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.offer_at = time.monotonic()
-        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", **options}
+        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "frame_events": self._frame_events, **options}
         resp = await session.post(self.base_url + "/offer", json=body)
         if resp.status == 200:
             answer = await resp.json()

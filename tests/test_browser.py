@@ -64,7 +64,7 @@ async def test_browser_joins_and_sees_avatar(server, speech_wav, tmp_path):
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
             console: list[str] = []
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            await page.goto(url + "/")
+            await page.goto(url + "/?frame_events=1")
             await page.click("#join")
             await page.wait_for_function("document.getElementById('avatar').videoWidth > 0", timeout=10_000)
             assert await page.evaluate("document.getElementById('avatar').videoWidth") == 256

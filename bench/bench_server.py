@@ -1,0 +1,282 @@
+"""Benchmark the live call server against a bare aiortc stream, side by side in one run.
+
+Two servers run as separate processes at the same time: ours (``python -m server.serve``:
+drain + resample + pipeline + renderer + lip-sync + status events) and a *bare* aiortc
+server that drains audio and sends a trivial frame (grey with a moving square) of the
+same size and fps. The same number of Python callers, speaking looped speech, join each.
+Server CPU is read from /proc over the same window, so machine load hits both alike.
+
+Prints: per-caller CPU (ours vs bare, ratio; target ≤ 1.25×), callers per core at the
+tested size/fps, time to first frame (offer POST → first decoded frame), and mouth
+latency (server side: arrival of the newest audio → frame carrying its mouth; bound one
+frame period + 20 ms).
+
+    python bench/bench_server.py --callers 4 --seconds 30
+    python bench/bench_server.py --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- bare server
+def run_bare_server(port: int, size: int, fps: float) -> None:
+    """A minimal aiortc server: drain audio, send a trivial frame. The baseline."""
+    import av
+    from aiohttp import web
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    from server import ice
+
+    ice.use_loopback_only(True)
+    pcs: set[RTCPeerConnection] = set()
+    tasks: set[asyncio.Task] = set()
+
+    class TrivialTrack(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._start: float | None = None
+            self._n = 0
+            self._yuv = np.full((size * 3 // 2, size), 128, np.uint8)
+
+        async def recv(self):
+            if self._start is None:
+                self._start = time.monotonic()
+            else:
+                self._n += 1
+                wait = self._start + self._n / fps - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            yuv = self._yuv.copy()
+            x = (self._n * 4) % (size - 32)
+            yuv[size // 2 - 16:size // 2 + 16, x:x + 32] = 235  # the trivial drawing
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            frame.pts = int(self._n * 90_000 / fps)
+            frame.time_base = fractions.Fraction(1, 90_000)
+            return frame
+
+    async def drain(track) -> None:
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+
+    async def offer(request: web.Request) -> web.Response:
+        body = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pcs.add(pc)
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            t = asyncio.ensure_future(drain(track))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                pcs.discard(pc)
+                await pc.close()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        pc.addTrack(TrivialTrack())
+        await pc.setLocalDescription(await pc.createAnswer())
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": "answer", "call_id": str(id(pc))})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "sessions": len(pcs)})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/offer", offer)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await asyncio.gather(*(pc.close() for pc in list(pcs)), return_exceptions=True)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- driver
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server {url} exited with {proc.returncode}")
+            try:
+                async with s.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {url} not healthy")
+            await asyncio.sleep(0.2)
+
+
+def speech_48k() -> np.ndarray:
+    from tests.server_helpers import make_speech_wav, read_wav_16k, to_48k
+
+    path = Path(os.environ.get("S2F_BENCH_WAV", "/tmp/s2f_bench_speech.wav"))
+    if not path.exists():
+        make_speech_wav(path, "en+f3")
+    return to_48k(read_wav_16k(path))
+
+
+async def measure(args: argparse.Namespace) -> dict:
+    import aiohttp
+
+    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback
+
+    use_loopback()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    ours_port, bare_port = free_port(), free_port()
+    ours = subprocess.Popen([sys.executable, "-m", "server.serve", "--port", str(ours_port), "--size", str(args.size),
+                             "--fps", str(args.fps), "--session-budget", str(args.callers + 1), "--log-level", "warning",
+                             "--max-speech-seconds", str(args.max_speech_seconds)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    bare = subprocess.Popen([sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--size",
+                             str(args.size), "--fps", str(args.fps)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    urls = {"ours": f"http://127.0.0.1:{ours_port}", "bare": f"http://127.0.0.1:{bare_port}"}
+    procs = {"ours": ours, "bare": bare}
+    try:
+        for name in urls:
+            await wait_healthy(urls[name], procs[name])
+        voice = speech_48k()
+        callers: dict[str, list[Caller]] = {name: [] for name in urls}
+        async with aiohttp.ClientSession() as session:
+            for i in range(args.callers):  # interleave joins so both servers warm up alike
+                for name, url in urls.items():
+                    # only the first caller asks for per-frame mouth telemetry (it costs datachannel
+                    # traffic a real browser does not ask for); it supplies the mouth-age figures
+                    c = Caller(url, ArrayAudioTrack(voice, loop=True, lead_silence=0.02 * i), frame_events=i == 0)
+                    resp = await c.connect(session)
+                    if resp.status != 200:
+                        raise RuntimeError(f"{name} refused a caller: {resp.status} {await resp.text()}")
+                    callers[name].append(c)
+            deadline = time.monotonic() + 15
+            while not all(c.first_frame_at for cs in callers.values() for c in cs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("not every caller got a first frame within 15 s")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(args.warmup)
+            cpu0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            frames0 = {n: [len(c.result.video_times) for c in cs] for n, cs in callers.items()}
+            mouth0 = [len(c.result.frames) for c in callers["ours"]]
+            t0 = time.monotonic()
+            await asyncio.sleep(args.seconds)
+            wall = time.monotonic() - t0
+            cpu = {n: cpu_seconds(p.pid) - cpu0[n] for n, p in procs.items()}
+            fps = {n: [(len(c.result.video_times) - f) / wall for c, f in zip(cs, frames0[n])]
+                   for n, cs in callers.items()}
+            ages = np.array([f["mouth_age_ms"] for c, m in zip(callers["ours"], mouth0)
+                             for f in c.result.frames[m:] if f["audio_t"] > 0])
+            ttff = {n: [c.first_frame_at - c.offer_at for c in cs] for n, cs in callers.items()}
+            for cs in callers.values():
+                for c in cs:
+                    await c.close()
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    per_caller = {n: cpu[n] / wall / args.callers for n in cpu}  # fraction of one core
+    period_ms = 1000.0 / args.fps
+    return {
+        "size": args.size, "fps_target": args.fps, "max_speech_seconds": args.max_speech_seconds, "callers_per_server": args.callers, "seconds": round(wall, 1),
+        "cpu_per_caller_core_fraction": {n: round(v, 4) for n, v in per_caller.items()},
+        "cpu_ratio_ours_vs_bare": round(per_caller["ours"] / per_caller["bare"], 3),
+        "callers_per_core": {n: round(1.0 / v, 1) for n, v in per_caller.items()},
+        "fps_delivered_mean": {n: round(float(np.mean(v)), 2) for n, v in fps.items()},
+        "fps_delivered_min": {n: round(float(np.min(v)), 2) for n, v in fps.items()},
+        "time_to_first_frame_s": {n: {"p50": round(float(np.median(v)), 3), "max": round(float(np.max(v)), 3)}
+                                  for n, v in ttff.items()},
+        "mouth_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1), "p95": round(float(np.percentile(ages, 95)), 1),
+                         "max": round(float(ages.max()), 1), "bound": round(period_ms + 20, 1),
+                         "within_bound": round(float(np.mean(ages <= period_ms + 20)), 4)} if ages.size else None,
+        "machine": {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--callers", type=int, default=4, help="callers per server (both servers get this many)")
+    p.add_argument("--seconds", type=float, default=30.0, help="measurement window")
+    p.add_argument("--warmup", type=float, default=8.0, help="seconds after the last first frame before measuring")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--max-speech-seconds", type=float, default=120.0,
+                   help="our server refines from this much speech, then the model idles: with a value below "
+                        "--warmup the window measures the settled stream (lip-sync, blinks, no model work)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.bare_server:
+        run_bare_server(args.port, args.size, args.fps)
+        return 0
+    res = asyncio.run(measure(args))
+    c = res["cpu_per_caller_core_fraction"]
+    phase = "refining (model running)" if args.max_speech_seconds > args.warmup else "settled face (model idle)"
+    print(f"{args.callers} callers per server, {res['size']} px @ {res['fps_target']:g} fps, {res['seconds']} s window, "
+          f"ours {phase}")
+    print(f"  CPU per caller: ours {100 * c['ours']:.1f} % of a core, bare aiortc {100 * c['bare']:.1f} % "
+          f"→ ratio {res['cpu_ratio_ours_vs_bare']:.2f}× (target ≤ 1.25×)")
+    print(f"  callers per core: ours {res['callers_per_core']['ours']}, bare {res['callers_per_core']['bare']}")
+    print(f"  fps delivered (mean/min): ours {res['fps_delivered_mean']['ours']}/{res['fps_delivered_min']['ours']}, "
+          f"bare {res['fps_delivered_mean']['bare']}/{res['fps_delivered_min']['bare']}")
+    print(f"  time to first frame p50/max: ours {res['time_to_first_frame_s']['ours']}, "
+          f"bare {res['time_to_first_frame_s']['bare']}")
+    print(f"  mouth age (audio arrival → frame): {res['mouth_age_ms']}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Small pure pieces of the server: mouth envelope, blinks, config, ICE filtering, admission."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.admission import Admission, Full
+from server.blink import Blinker, closure
+from server.config import from_sources, parse_ice_servers
+from server.ice import keep_loopback_candidates
+from server.mouth import MouthEnvelope
+
+
+def test_mouth_follows_loudness_and_closes_in_silence():
+    clock = [0.0]
+    env = MouthEnvelope(clock=lambda: clock[0])
+    rng = np.random.default_rng(0)
+    values = []
+    for i in range(100):  # 2 s: silence, loud, quiet, silence (20 ms packets)
+        amp = [0.0, 0.3, 0.02, 0.0][i // 25]
+        x = (rng.standard_normal(960) * amp * 32767).astype(np.int16)
+        clock[0] = i * 0.02
+        env.push(x, 48_000, arrival=clock[0])
+        values.append(env.reading(clock[0]).value)
+    v = np.array(values)
+    assert np.all(v[:25] == 0) and np.all(v[-20:] == 0)
+    assert v[30:45].mean() > v[55:70].mean() > 0.0  # louder opens wider (relative to the recent peak)
+    r = env.reading(clock[0] + 0.5)  # no audio for 0.5 s: the mouth closes
+    assert r.value == 0.0 and r.age == pytest.approx(0.5)
+    assert env.reading(clock[0]).audio_t == pytest.approx(2.0)
+
+
+def test_blinks_are_natural():
+    b = Blinker(seed=1)
+    t = np.arange(0, 120, 1 / 60)
+    v = np.array([b.value(x) for x in t])
+    assert v.min() == 0.0 and v.max() == 1.0
+    starts = np.flatnonzero((v[1:] > 0) & (v[:-1] == 0))
+    per_minute = len(starts) / 2
+    assert 8 <= per_minute <= 30, per_minute
+    assert closure(0.035) == pytest.approx(0.5) and closure(1.0) == 0.0
+
+
+def test_config_flags_over_env_over_defaults():
+    cfg = from_sources({}, environ={})
+    assert (cfg.host, cfg.port, cfg.size, cfg.fps, cfg.privacy, cfg.backend) == ("127.0.0.1", 8080, 256, 15.0, "stable", "onnx")
+    assert cfg.is_loopback and cfg.ice_servers == ()
+    cfg = from_sources({"port": 9000}, environ={"S2F_PORT": "7000", "S2F_SESSION_BUDGET": "3", "S2F_HOST": "0.0.0.0",
+                                                "S2F_ICE_SERVERS": "stun:stun.example:3478,turn:u:p@turn.example:3478"})
+    assert cfg.port == 9000 and cfg.session_budget == 3 and not cfg.is_loopback
+    assert cfg.ice_servers[1].username == "u" and cfg.ice_servers[1].urls == ["turn:turn.example:3478"]
+    assert parse_ice_servers('[{"urls": "stun:a:1"}]')[0].urls == ["stun:a:1"]
+    with pytest.raises(ValueError):
+        from_sources({"size": 300}, environ={})
+
+
+def test_loopback_filter_drops_lan_and_mdns_candidates():
+    sdp = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+           "a=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host\r\n"
+           "a=candidate:2 1 udp 2122260223 192.168.1.5 5001 typ host\r\n"
+           "a=candidate:3 1 udp 2122260223 abcd-1234.local 5002 typ host\r\n"
+           "a=candidate:4 1 udp 2122260223 ::1 5003 typ host\r\n")
+    out = keep_loopback_candidates(sdp)
+    assert "127.0.0.1" in out and "::1" in out and "192.168" not in out and ".local" not in out
+
+
+def test_admission_budget():
+    a = Admission(2)
+    a.acquire("a")
+    a.acquire("b")
+    with pytest.raises(Full):
+        a.acquire("c")
+    a.release("a")
+    a.acquire("c")
+    assert a.in_use == 2
