@@ -26,8 +26,8 @@ from .render_face import FaceModel
 from .render_scene import DESIGN, Scene, rasterize, to_svg
 
 SIZES = (256, 384, 512)
-MOUTH_LEVELS = 9  # pre-drawn openness steps; frames blend the two nearest
-BLINK_LEVELS = 6
+MOUTH_LEVELS = 7  # pre-drawn openness steps; frames blend the two nearest
+BLINK_LEVELS = 4
 
 __all__ = ["AvatarRenderer", "render_png", "render_svg", "SIZES", "build_scene"]
 

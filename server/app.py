@@ -21,6 +21,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from . import ice
 from .admission import Admission, Full
+from .batcher import ModelBatcher
 from .call import Call, CallOptions
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -67,6 +68,7 @@ class ServerState:
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self.batcher: ModelBatcher | None = None
         self._trim_handle: asyncio.TimerHandle | None = None
 
     async def watch_loop_lag(self, period: float = 0.25) -> None:
@@ -92,6 +94,8 @@ class ServerState:
             from engines.render import AvatarRenderer
 
             self.renderer_factory = lambda size: AvatarRenderer(size=size)
+        self.batcher = ModelBatcher(self.engine, self.model_executor)
+        self.batcher.start()
 
     def call_closed(self, call: Call) -> None:
         if self.calls.pop(call.id, None) is not None:
@@ -138,7 +142,7 @@ class ServerState:
             loop = asyncio.get_running_loop()
             renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
             pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
-            call = Call(pc, self.config, options, self.engine, self.model_executor, self.metrics,
+            call = Call(pc, self.config, options, self.engine, self.batcher, self.model_executor, self.metrics,
                         renderer, self.renderer_factory, self.render_executor, on_closed=self.call_closed)
             self.admission.release(placeholder)
             self.admission.acquire(call.id)  # cannot fail: we just freed a slot
@@ -370,6 +374,8 @@ def create_app(config: ServerConfig, engine: Any = None,
 
     async def shutdown(app: web.Application) -> None:
         await state.close_all("shutdown")
+        if state.batcher is not None:
+            await state.batcher.close()
         if state.lag_task is not None:
             state.lag_task.cancel()
             await asyncio.gather(state.lag_task, return_exceptions=True)

@@ -6,8 +6,8 @@ the admission slot, whatever path got there (bye, ICE failure, silence, SIGTERM)
 
 Data path: aiortc decodes Opus to 48 kHz stereo s16 in 20 ms frames (even from a mono
 sender) → the mouth envelope reads each frame on arrival → ``av.AudioResampler`` makes
-16 kHz mono float32 → the feeder batches ≥200 ms and runs ``pipeline.push`` in the
-dedicated model executor, one push at a time per call, so the drain never waits for the
+16 kHz mono float32 → the feeder batches ≥200 ms and hands it to the shared ``ModelBatcher``
+(one encoder batch for all calls, in the dedicated model executor), one push at a time per call, so the drain never waits for the
 model and an unconsumed track can never pile frames up in memory.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .batcher import ModelBatcher
 from .blink import Blinker
 from .config import ServerConfig
 from .metrics import Metrics
@@ -61,7 +62,7 @@ def status_json(update: Any, kind: str = "status") -> dict:
 
 class Call:
     def __init__(self, pc: RTCPeerConnection, config: ServerConfig, options: CallOptions, engine: Any,
-                 executor: Executor, metrics: Metrics, renderer: Renderer,
+                 batcher: ModelBatcher, executor: Executor, metrics: Metrics, renderer: Renderer,
                  renderer_factory: Callable[[int], Renderer], render_executor: Executor,
                  on_closed: Callable[["Call"], None]) -> None:
         self.id = uuid.uuid4().hex[:12]
@@ -70,6 +71,7 @@ class Call:
         self.options = options
         self.metrics = metrics
         self._executor = executor
+        self._batcher = batcher
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
         self.created_at = time.monotonic()
@@ -233,7 +235,7 @@ class Call:
                 continue  # the face is final: keep draining, skip the model (VAD included)
             started = time.perf_counter()
             async with self._model_lock:
-                update = await self._loop.run_in_executor(self._executor, self.pipeline.push, chunk)
+                update = await self._batcher.push(self.pipeline, chunk)
             if update is not None:
                 self.metrics.refinement_latency.observe(time.perf_counter() - started)
                 self._accept_update(update)

@@ -215,3 +215,18 @@ def test_face_params_contract():
     assert FaceParams.from_dict(neutral.as_dict()).vector.tolist() == pytest.approx(neutral.vector.tolist(), abs=1e-6)
     with pytest.raises(ValueError):
         FaceParams(np.zeros(3))
+
+
+def test_push_many_batches_callers_and_matches_separate_pushes(speech_wav, onnx_engine):
+    clips = [_pcm(speech_wav["female"]), _pcm(speech_wav["male"])]
+    solo = [onnx_engine.pipeline() for _ in clips]
+    many = [onnx_engine.pipeline() for _ in clips]
+    for i in range(0, max(map(len, clips)), 3200):  # 0.2 s pushes, as the server feeds them
+        for pipe, pcm in zip(solo, clips):
+            pipe.push(pcm[i : i + 3200])
+        onnx_engine.push_many([(pipe, pcm[i : i + 3200]) for pipe, pcm in zip(many, clips)])
+    for a, b in zip(solo, many):
+        assert a.current.version == b.current.version > 8
+        assert a.current.seconds_heard == b.current.seconds_heard
+        assert np.abs(a.current.params.vector - b.current.params.vector).max() <= 1e-4
+    assert many[0].current.gender == "female" and many[1].current.gender == "male"
