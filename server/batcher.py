@@ -21,7 +21,7 @@ log = logging.getLogger("speech2face.batcher")
 
 
 class ModelBatcher:
-    def __init__(self, engine: Any, executor: Executor, window: float = 0.015, max_batch: int = 16) -> None:
+    def __init__(self, engine: Any, executor: Executor, window: float = 0.15, max_batch: int = 16) -> None:
         self._engine = engine
         self._executor = executor
         self._window = window
