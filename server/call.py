@@ -208,6 +208,8 @@ class Call:
             self.last_audio_at = now
             raw = frame.to_ndarray()
             self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            if self.pipeline.seconds_heard >= self.config.max_speech_seconds:
+                continue  # the face is final: the mouth still moves, the model needs no more audio
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
