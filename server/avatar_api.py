@@ -70,8 +70,8 @@ async def read_audio_body(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
         raise UploadError(f"upload larger than {cap} bytes", 413)
     ctype = request.content_type or ""
-    if ctype == "application/x-www-form-urlencoded" and request.content_length:
-        raise UploadError('a form without a file: send the audio as the raw body or multipart field "audio"')
+    # `curl --data-binary @clip.wav` labels raw audio as a urlencoded form: take any
+    # non-multipart body as the audio itself and let the decoder say if it is not audio
     if ctype.startswith("multipart/"):
         try:
             reader = await request.multipart()

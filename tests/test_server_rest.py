@@ -135,7 +135,12 @@ async def test_avatar_caps_and_bad_bodies(api, bad_inputs):
     await expect_error(await session.post(url + "/v1/avatar", data=form), 400)
     form = aiohttp.FormData()
     form.add_field("comment", "urlencoded, no file")
-    await expect_error(await session.post(url + "/v1/avatar", data=form), 400)
+    err = await expect_error(await session.post(url + "/v1/avatar", data=form), 415)  # read as audio: it is not
+    assert "not an audio file" in err
+    # raw audio the way `curl --data-binary @clip.wav` sends it (labelled as a urlencoded form)
+    r = await session.post(url + "/v1/avatar?format=png", data=bad_inputs["wav"].read_bytes(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 200 and r.content_type == "image/png"
     # the server is still healthy afterwards
     assert (await session.get(url + "/healthz")).status == 200
 
