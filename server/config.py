@@ -10,7 +10,7 @@ import argparse
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 PRIVACY_MODES = ("stable", "room", "random")

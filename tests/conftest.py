@@ -76,3 +76,11 @@ def speech_wav() -> dict[str, Path]:
     _require_tools()
     return {g: voices.synthesize(voices.voice_by_name(name), voices.SPEECH_WAV_SENTENCE)
             for g, name in voices.SPEECH_WAV_VOICES.items()}
+
+
+@pytest.fixture(scope="session")
+def onnx_engine():
+    """One engine (ONNX Runtime sessions) shared by every test that needs the real models."""
+    from engines.pipeline import AvatarEngine
+
+    return AvatarEngine("onnx")

@@ -8,6 +8,7 @@ host candidates, and no ICE servers are configured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import shutil
@@ -16,7 +17,7 @@ import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import av
@@ -235,6 +236,20 @@ async def start_app(app) -> tuple[Any, str]:
     await site.start()
     host, port = runner.addresses[0][:2]
     return runner, f"http://{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: Any, config: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The real server app on 127.0.0.1 (loopback ICE only), yielding (base_url, state)."""
+    from server.app import STATE, create_app
+
+    use_loopback()
+    app = create_app(config, engine=engine)
+    runner, url = await start_app(app)
+    try:
+        yield url, app[STATE]
+    finally:
+        await runner.cleanup()
 
 
 def rss_bytes(pid: int | str = "self") -> int:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from server.app import STATE, create_app
 from server.config import ServerConfig
-from tests.server_helpers import read_wav_16k, start_app, to_48k, use_loopback, write_wav
+from tests.server_helpers import read_wav_16k, serving, to_48k, write_wav
 
 CHROMIUM = os.environ.get("S2F_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,20 +30,10 @@ def chromium_args(wav: Path) -> list[str]:
             "--autoplay-policy=no-user-gesture-required"]
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from engines.pipeline import AvatarEngine
-
-    return AvatarEngine(backend="onnx")
-
-
 @pytest_asyncio.fixture
-async def server(engine):
-    use_loopback()
-    app = create_app(ServerConfig(port=0, session_budget=2), engine=engine)
-    runner, url = await start_app(app)
-    yield url, app[STATE]
-    await runner.cleanup()
+async def server(onnx_engine):
+    async with serving(onnx_engine, ServerConfig(port=0, session_budget=2)) as served:
+        yield served
 
 
 @pytest.mark.asyncio

@@ -21,11 +21,6 @@ from tests import voices
 
 
 @pytest.fixture(scope="module")
-def onnx_engine() -> AvatarEngine:
-    return AvatarEngine("onnx")
-
-
-@pytest.fixture(scope="module")
 def torch_engine() -> AvatarEngine:
     return AvatarEngine("torch")
 

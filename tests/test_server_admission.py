@@ -18,18 +18,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app import STATE, create_app
 from server.config import ServerConfig
-from tests.server_helpers import ArrayAudioTrack, Caller, read_wav_16k, start_app, to_48k, use_loopback, wait_for
+from tests.server_helpers import ArrayAudioTrack, Caller, read_wav_16k, serving, to_48k, use_loopback, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from engines.pipeline import AvatarEngine
-
-    return AvatarEngine(backend="onnx")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +30,9 @@ def voice48k(speech_wav):
 
 
 @pytest_asyncio.fixture
-async def server(engine):
-    use_loopback()
-    app = create_app(ServerConfig(port=0, session_budget=2, retry_after=7), engine=engine)
-    runner, url = await start_app(app)
-    yield url, app[STATE]
-    await runner.cleanup()
+async def server(onnx_engine):
+    async with serving(onnx_engine, ServerConfig(port=0, session_budget=2, retry_after=7)) as served:
+        yield served
 
 
 @pytest.mark.asyncio

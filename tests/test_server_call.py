@@ -17,28 +17,16 @@ import pytest_asyncio
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from server.app import STATE, create_app  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
-from tests.server_helpers import (AUDIO_RATE, ArrayAudioTrack, Caller, read_wav_16k, start_app,  # noqa: E402
-                                  to_48k, use_loopback, wait_for)
+from tests.server_helpers import AUDIO_RATE, ArrayAudioTrack, Caller, read_wav_16k, serving, to_48k, wait_for  # noqa: E402
 
 LEAD_S, TAIL_S = 1.5, 2.0
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from engines.pipeline import AvatarEngine
-
-    return AvatarEngine(backend="onnx")
-
-
 @pytest_asyncio.fixture
-async def server(engine):
-    use_loopback()
-    app = create_app(ServerConfig(port=0, session_budget=4), engine=engine)
-    runner, url = await start_app(app)
-    yield url, app[STATE]
-    await runner.cleanup()
+async def server(onnx_engine):
+    async with serving(onnx_engine, ServerConfig(port=0, session_budget=4)) as served:
+        yield served
 
 
 def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> np.ndarray:
@@ -54,7 +42,7 @@ def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> n
 
 
 @pytest.mark.asyncio
-async def test_loopback_call(server, engine, speech_wav):
+async def test_loopback_call(server, onnx_engine, speech_wav):
     url, state = server
     speech = read_wav_16k(speech_wav["female"])
     sent48 = np.concatenate([np.zeros(int(LEAD_S * AUDIO_RATE), np.float32), to_48k(speech),
@@ -80,7 +68,7 @@ async def test_loopback_call(server, engine, speech_wav):
     # neutral face before speech
     hello = res.status[0]
     assert hello["type"] == "hello" and hello["version"] == 0
-    neutral = engine.pipeline().current.params.as_dict()
+    neutral = onnx_engine.pipeline().current.params.as_dict()
     assert max(abs(hello["params"][k] - neutral[k]) for k in neutral) < 1e-6
     early = [f for f in res.frames if f["audio_t"] < LEAD_S - 0.1]
     assert early and all(f["version"] == 0 for f in early)
@@ -96,7 +84,7 @@ async def test_loopback_call(server, engine, speech_wav):
 
     # the final face equals the one-shot analysis of the same audio (after Opus, within tolerance)
     final = res.status[-1]
-    oneshot = engine.analyze(speech, seconds=final["seconds_heard"])
+    oneshot = onnx_engine.analyze(speech, seconds=final["seconds_heard"])
     live = np.array([final["params"][k] for k in oneshot.params.as_dict()])
     diff = np.abs(live - oneshot.params.vector)
     # Opus is not bit-exact, so the speaker embedding moves a little; traits must not,

@@ -94,7 +94,6 @@ async def test_load_n_peers(speech_wav):
             assert health["pid"] == proc.pid, f"another server answers on {url}: {health}"
             live = health["sessions"]
             connected = sum(c.pc.connectionState == "connected" for c in callers)
-            states = [(c.pc.connectionState, c.pc.iceConnectionState, c.call_id) for c in callers]
             gauge = await _metric(session, url, "s2f_live_sessions")
             for c in callers:
                 await c.close()

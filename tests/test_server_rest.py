@@ -8,29 +8,16 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app import STATE, create_app
 from server.config import ServerConfig
-from tests.server_helpers import start_app, use_loopback
+from tests.server_helpers import serving
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from engines.pipeline import AvatarEngine
-
-    return AvatarEngine(backend="onnx")
-
-
 @pytest_asyncio.fixture
-async def api(engine):
-    use_loopback()
-    cfg = ServerConfig(port=0, max_upload_bytes=2_000_000, max_upload_seconds=30.0)
-    app = create_app(cfg, engine=engine)
-    runner, url = await start_app(app)
-    async with aiohttp.ClientSession() as session:
-        yield url, session, app[STATE]
-    await runner.cleanup()
+async def api(onnx_engine):
+    async with serving(onnx_engine, ServerConfig(port=0, max_upload_bytes=2_000_000, max_upload_seconds=30.0)) as (url, state), aiohttp.ClientSession() as session:
+        yield url, session, state
 
 
 async def expect_error(resp: aiohttp.ClientResponse, status: int) -> str:
