@@ -89,7 +89,8 @@ class ServerState:
 
             loop = asyncio.get_running_loop()
             self.engine = await loop.run_in_executor(self.model_executor,
-                                                     lambda: AvatarEngine(backend=self.config.backend))
+                                                     lambda: AvatarEngine(backend=self.config.backend,
+                                                                          room_secret=os.environ.get("S2F_ROOM_SECRET", "")))
         if self.renderer_factory is None:
             from engines.render import AvatarRenderer
 
