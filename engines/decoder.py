@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .face import N_PARAMS, PARAM_INDEX
+from .face import N_PARAMS, PARAM_INDEX, FaceParams
 from .profile import FEATURE_NAMES, ST_REF
 
 FEATURE_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -49,6 +49,9 @@ EVIDENCE_HALF_S = 1.5  # voiced seconds at which the evidence weight is one half
 CHILD_MID_HZ = 250.0
 CHILD_SLOPE_PER_ST = 1.2
 SENIOR_PRIOR_LOGIT = -2.2  # ≈ 10 %
+IDENTITY_FROM_S = 1.0  # speech seconds before identity details start to show
+IDENTITY_FULL_S = 4.0  # ... and when they are all shown
+NEUTRAL = FaceParams.neutral().as_dict()
 CHILD_PRIOR_LOGIT = -1.5  # the F0 cue enters on top of this
 
 
@@ -108,7 +111,18 @@ class FaceDecoder(nn.Module):
 
         # identity codes: centred embedding on a fixed basis, scaled to ~N(0,1), squashed to (0,1)
         codes = torch.sigmoid(1.7 * ((embedding - center) @ basis) / code_scale)
-        j = codes - 0.5
+        # traits first, then identity: the identity offsets fade in between 1 and 4 s of
+        # speech (a 1 s embedding is mostly noise), and the categorical identity channels
+        # (hair style and colour, skin tone, eye colour) keep the neutral face's choice until
+        # then and change once, rather than walking through buckets while the user watches
+        speech = f[:, FEATURE_INDEX["speech_s"]]
+        reveal = torch.clamp((speech - IDENTITY_FROM_S) / (IDENTITY_FULL_S - IDENTITY_FROM_S), 0.0, 1.0)
+        j = (codes - 0.5) * reveal[:, None]
+        shown = 0.5 + j
+        revealed = reveal >= 1.0
+
+        def categorical(name: str, k: int) -> torch.Tensor:
+            return torch.where(revealed, codes[:, k], torch.full_like(reveal, NEUTRAL[name]))
 
         # --- traits, with overrides applied before anything derives from them ---
         def pick(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -156,17 +170,17 @@ class FaceDecoder(nn.Module):
             "baldness": c(masc * adult * (2.0 * (age - 0.45) + 0.8 * j[:, 21])),
             "hair_length": c(0.12 + 0.75 * femininity * (1 - 0.5 * child) + 0.25 * child + 0.5 * j[:, 22]),
             "facial_hair": c(masc * masc * adult * (0.35 + 1.2 * j[:, 23]) * (1.0 - child)),
-            "hair_style": codes[:, 24],
-            "hair_colour": codes[:, 25],
-            "hair_volume": codes[:, 26],
-            "facial_hair_style": codes[:, 27],
-            "skin_tone": codes[:, 28],
-            "eye_colour": codes[:, 29],
+            "hair_style": categorical("hair_style", 24),
+            "hair_colour": categorical("hair_colour", 25),
+            "hair_volume": shown[:, 26],
+            "facial_hair_style": categorical("facial_hair_style", 27),
+            "skin_tone": categorical("skin_tone", 28),
+            "eye_colour": categorical("eye_colour", 29),
             "glasses": c(0.2 + 0.9 * j[:, 30] + 0.25 * old),
-            "background_hue": codes[:, 31],
-            "shirt_hue": codes[:, 0] * 0.5 + codes[:, 5] * 0.5,
-            "freckles": codes[:, 3] * (1.0 - old),
-            "identity_jitter": codes[:, 7],
+            "background_hue": NEUTRAL["background_hue"] + (codes[:, 31] - NEUTRAL["background_hue"]) * reveal,
+            "shirt_hue": NEUTRAL["shirt_hue"] + (0.5 * (codes[:, 0] + codes[:, 5]) - NEUTRAL["shirt_hue"]) * reveal,
+            "freckles": codes[:, 3] * (1.0 - old) * reveal,
+            "identity_jitter": shown[:, 7],
         }
         params = torch.stack([out[name] for name in PARAM_INDEX], dim=1)
         params = override_mask * override_values + (1.0 - override_mask) * params

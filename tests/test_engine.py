@@ -225,3 +225,17 @@ def test_push_many_batches_callers_and_matches_separate_pushes(speech_wav, onnx_
         assert a.current.seconds_heard == b.current.seconds_heard
         assert np.abs(a.current.params.vector - b.current.params.vector).max() <= 1e-4
     assert many[0].current.gender == "female" and many[1].current.gender == "male"
+
+
+def test_traits_come_first_then_identity(voice_corpus, onnx_engine):
+    neutral = FaceParams.neutral()
+    categorical = ("hair_style", "hair_colour", "skin_tone", "eye_colour")
+    changed_late = 0
+    for name in ("mbrola-us1", "mbrola-us2", "espeak-en-f3", "espeak-de-m4"):
+        pcm = _pcm(voice_corpus[name][voices.LONG_SENTENCE_INDEX])
+        early, late = onnx_engine.analyze(pcm, seconds=2.0), onnx_engine.analyze(pcm)
+        # early: the voice's traits already show, the identity buckets are still the neutral face's
+        assert abs(early.params["femininity"] - 0.5) > 0.1
+        assert all(early.params[c] == pytest.approx(neutral[c]) for c in categorical)
+        changed_late += sum(late.params.category(c) != neutral.category(c) for c in categorical)
+    assert changed_late >= 4  # identity details arrive with more speech
