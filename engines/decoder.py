@@ -51,7 +51,7 @@ CHILD_SLOPE_PER_ST = 1.2
 SENIOR_PRIOR_LOGIT = -2.2  # ≈ 10 %
 IDENTITY_FROM_S = 1.0  # speech seconds before identity details start to show
 IDENTITY_FULL_S = 4.0  # ... and when they are all shown
-NEUTRAL = FaceParams.neutral().as_dict()
+NEUTRAL = dict(zip(PARAM_INDEX, FaceParams.neutral().vector.tolist()))  # exact, not rounded
 CHILD_PRIOR_LOGIT = -1.5  # the F0 cue enters on top of this
 
 
