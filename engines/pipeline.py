@@ -318,23 +318,33 @@ class AvatarEngine:
         salt = None if room is None else f"{self._room_secret}\0{room}"
         return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds)
 
-    def push_many(self, items: Sequence[tuple[AvatarPipeline, np.ndarray]]) -> list[Update | None]:
+    def push_many(self, items: Sequence[tuple[AvatarPipeline, np.ndarray]]) -> list[Update | None | Exception]:
         """Push audio into many pipelines with one batched encoder run.
 
         The GE2E LSTM is memory-bound at batch 1 (its weights stream from cache every frame);
         a batch of 4 costs ~2.4x less per partial, so a server with many callers runs their
-        partials together. Results match per-pipeline pushes to float rounding.
+        partials together. Results match per-pipeline pushes to float rounding. A failure in
+        one pipeline is returned in its slot, never raised: one caller's bad audio must not
+        fail the others' refinements.
         """
-        for pipe, pcm in items:
-            pipe.ingest(pcm)
-        mels = [pipe.take_mels() for pipe, _ in items]
+        out: list[Update | None | Exception] = [None] * len(items)
+        mels: list[list[np.ndarray]] = [[] for _ in items]
+        for i, (pipe, pcm) in enumerate(items):
+            try:
+                pipe.ingest(pcm)
+                mels[i] = pipe.take_mels()
+            except Exception as exc:  # noqa: BLE001 - reported per caller
+                out[i] = exc
         flat = [m for ms in mels for m in ms]
         embs = self.backend.embed(np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
-        out: list[Update | None] = []
-        i = 0
-        for (pipe, _), ms in zip(items, mels):
-            out.append(pipe.complete(embs[i : i + len(ms)]))
-            i += len(ms)
+        start = 0
+        for i, ((pipe, _), ms) in enumerate(zip(items, mels)):
+            chunk, start = embs[start : start + len(ms)], start + len(ms)
+            if out[i] is None:
+                try:
+                    out[i] = pipe.complete(chunk)
+                except Exception as exc:  # noqa: BLE001
+                    out[i] = exc
         return out
 
     def analyze(self, pcm16k: np.ndarray, seconds: float | None = None, privacy: str = "stable", room: str | None = None, overrides: Mapping[str, Any] | None = None) -> Update:

@@ -73,7 +73,11 @@ class ModelBatcher:
             self.batches += 1
             self.items += len(live)
             for (_, _, f), result in zip(live, results):
-                if not f.done():
+                if f.done():
+                    continue
+                if isinstance(result, Exception):  # that caller's failure only
+                    f.set_exception(result)
+                else:
                     f.set_result(result)
 
     async def close(self) -> None:

@@ -239,3 +239,12 @@ def test_traits_come_first_then_identity(voice_corpus, onnx_engine):
         assert all(early.params[c] == pytest.approx(neutral[c]) for c in categorical)
         changed_late += sum(late.params.category(c) != neutral.category(c) for c in categorical)
     assert changed_late >= 4  # identity details arrive with more speech
+
+
+def test_push_many_isolates_a_failing_pipeline(speech_wav, onnx_engine):
+    pcm = _pcm(speech_wav["female"])
+    good, bad = onnx_engine.pipeline(), onnx_engine.pipeline()
+    bad.finish()  # pushing into a finished pipeline raises
+    results = onnx_engine.push_many([(good, pcm), (bad, pcm)])
+    assert isinstance(results[1], RuntimeError)
+    assert results[0] is not None and results[0].seconds_heard > 3.0

@@ -74,3 +74,27 @@ def test_admission_budget():
     a.release("a")
     a.acquire("c")
     assert a.in_use == 2
+
+
+@pytest.mark.asyncio
+async def test_model_batcher_batches_callers_and_isolates_failures(onnx_engine, speech_wav):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.batcher import ModelBatcher
+    from tests.server_helpers import read_wav_16k
+
+    pcm = read_wav_16k(speech_wav["male"])
+    executor = ThreadPoolExecutor(max_workers=1)
+    batcher = ModelBatcher(onnx_engine, executor)
+    batcher.start()
+    try:
+        pipes = [onnx_engine.pipeline() for _ in range(3)]
+        pipes[2].finish()  # a broken caller: pushing into it raises
+        results = await asyncio.gather(*(batcher.push(p, pcm) for p in pipes), return_exceptions=True)
+        assert isinstance(results[2], RuntimeError)
+        assert results[0].version == results[1].version > 0
+        assert batcher.batches == 1 and batcher.items == 3  # one batch served all three
+    finally:
+        await batcher.close()
+        executor.shutdown(wait=True)
