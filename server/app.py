@@ -19,7 +19,7 @@ from typing import Any, Callable
 from aiohttp import WSMsgType, web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from . import ice
+from . import ice, vp8
 from .admission import Admission, Full
 from .batcher import ModelBatcher
 from .call import Call, CallOptions
@@ -351,6 +351,7 @@ def create_app(config: ServerConfig, engine: Any = None,
 
     if config.is_loopback:
         ice.use_loopback_only(True)
+    vp8.use_avatar_vp8()
     app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
     state = ServerState(config, engine, renderer_factory)
     app[STATE] = state

@@ -98,3 +98,52 @@ async def test_model_batcher_batches_callers_and_isolates_failures(onnx_engine, 
     finally:
         await batcher.close()
         executor.shutdown(wait=True)
+
+
+def test_avatar_vp8_keeps_picture_quality_and_is_wired_in():
+    """The tuned encoder (denoiser off: there is no camera noise) must not cost quality.
+
+    Its CPU saving is a benchmark figure (README), not a timed test."""
+    import fractions
+
+    import av
+    from aiortc import rtcrtpsender
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from engines.face import FaceParams
+    from engines.render import AvatarRenderer
+    from server.vp8 import AvatarVp8Encoder, use_avatar_vp8
+
+    renderer = AvatarRenderer(256)
+    renderer.set_params(FaceParams.neutral().replace(femininity=0.9))
+    frames = [renderer.frame(abs(np.sin(i / 3)), 1.0 if i % 20 < 2 else 0.0) for i in range(40)]
+
+    sizes: dict[str, int] = {}
+
+    def mean_psnr(encoder: Vp8Encoder) -> float:
+        decoder, scores = Vp8Decoder(), []
+        name = type(encoder).__name__
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i * 6000, fractions.Fraction(1, 90000)
+            payloads, ts = encoder.encode(frame)
+            data = b"".join(vp8_depayload(p) for p in payloads)
+            sizes[name] = sizes.get(name, 0) + len(data)
+            for out in decoder.decode(JitterFrame(data=data, timestamp=ts)):
+                err = np.mean((out.to_ndarray(format="rgb24").astype(float) - rgb.astype(float)) ** 2)
+                scores.append(10 * np.log10(255**2 / max(err, 1e-9)))
+        assert len(scores) == len(frames)
+        return float(np.mean(scores))
+
+    ours, camera = mean_psnr(AvatarVp8Encoder()), mean_psnr(Vp8Encoder())
+    assert sizes["AvatarVp8Encoder"] != sizes["Vp8Encoder"]  # our settings are the ones in use
+    assert ours > 32.0 and ours > camera - 0.5, (ours, camera)
+
+    use_avatar_vp8()
+    use_avatar_vp8()  # idempotent
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    assert isinstance(rtcrtpsender.get_encoder(vp8), AvatarVp8Encoder)
+    assert not isinstance(rtcrtpsender.get_encoder(opus), Vp8Encoder)
