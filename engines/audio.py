@@ -155,21 +155,3 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.s
     if container.duration is not None:
         return container.duration / 1_000_000
     return None
-
-
-def to_pcm16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Resample an in-memory float array (mono or (channels, n)) to 16 kHz mono float32."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 1:
-        samples = samples[None, :]
-    if samples.ndim != 2 or samples.shape[0] > 8:
-        raise AudioError("expected audio shaped (n,) or (channels, n) with at most 8 channels")
-    if rate == SAMPLE_RATE and samples.shape[0] == 1:
-        return samples[0].copy()
-    layout = {1: "mono", 2: "stereo"}.get(samples.shape[0], f"{samples.shape[0]}c")
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
-    frame.sample_rate = rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

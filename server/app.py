@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from . import ice, vp8
 from .admission import Admission, Full
 from .batcher import ModelBatcher
-from .call import Call, CallOptions
+from .call import CONFIDENT_SECONDS, Call, CallOptions
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 
@@ -177,7 +177,7 @@ class ServerState:
              **({"credential": s.credential} if s.credential else {})} for s in self.config.ice_servers]
         return {"sizes": list(SIZES), "privacy_modes": list(PRIVACY_MODES), "default_size": self.config.size,
                 "default_privacy": self.config.privacy, "fps": self.config.fps, "skin_tones": _skin_tones(),
-                "ice_servers": ice_servers, "confident_seconds": 6.0}
+                "ice_servers": ice_servers, "confident_seconds": CONFIDENT_SECONDS}
 
 
 def _load_malloc_trim():

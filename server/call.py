@@ -27,6 +27,8 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engines.pipeline import CONFIDENT_SECONDS
+
 from .batcher import ModelBatcher
 from .blink import Blinker
 from .config import ServerConfig
@@ -39,7 +41,6 @@ log = logging.getLogger("speech2face.call")
 PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
-CONFIDENT_SECONDS = 6.0
 SETTLED_FACE_INTERVAL = 3.0
 
 
