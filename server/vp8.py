@@ -11,6 +11,8 @@ finds it open and uses it.
 
 from __future__ import annotations
 
+import logging
+
 import av
 from aiortc.codecs import vpx
 
@@ -50,7 +52,10 @@ def use_avatar_vp8() -> None:
     """Make aiortc's senders in this process use AvatarVp8Encoder for VP8 (idempotent)."""
     from aiortc import rtcrtpsender
 
-    original = rtcrtpsender.get_encoder
+    original = getattr(rtcrtpsender, "get_encoder", None)
+    if original is None:  # a future aiortc moved the seam: keep its defaults, lose only speed
+        logging.getLogger("speech2face.vp8").warning("aiortc has no rtcrtpsender.get_encoder; using its default VP8 settings")
+        return
     if getattr(original, "_s2f_avatar", False):
         return
 
