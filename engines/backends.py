@@ -144,6 +144,10 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's arena keeps the largest batch's buffers for ever (measured: +17 MiB after one
+        # wave of 10 batched callers, never returned); without it memory goes back to the
+        # baseline when callers leave, for ~3 % more encoder time
+        opts.enable_cpu_mem_arena = False
         self.encoder = ort.InferenceSession(str(paths["encoder"]), opts, providers=[provider])
         self.decoder = ort.InferenceSession(str(paths["decoder"]), opts, providers=[provider])
         for sess in (self.encoder, self.decoder):

@@ -22,6 +22,21 @@ def pin_threads() -> None:
         os.environ.setdefault(var, "1")
 
 
+def fix_mmap_threshold(threshold: int = 64 * 1024) -> None:
+    """Serve every video/audio buffer over 64 KiB from mmap, returned to the OS on free.
+
+    glibc raises its mmap threshold each time a large block is freed, after which per-frame
+    buffers (a 256 px RGB frame is 192 KiB) come from the heap and fragment it, so RSS
+    stays high after callers leave. A fixed threshold turns that adaptation off.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; always cleans up."""
@@ -61,6 +76,7 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
 def run(config: ServerConfig) -> int:
     """Blocking entry for the CLI; returns the process exit code."""
     pin_threads()
+    fix_mmap_threshold()
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aioice").setLevel(logging.WARNING)
