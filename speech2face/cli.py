@@ -49,9 +49,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
+def _check_privacy(args: argparse.Namespace) -> None:
+    if args.privacy == "room" and not args.room:
+        raise UserError("--privacy room needs --room NAME")
+
+
 def cmd_avatar(args: argparse.Namespace) -> int:
     from engines.render import render_png, render_svg
 
+    _check_privacy(args)
     if args.size not in (256, 384, 512):
         raise UserError("--size must be 256, 384 or 512")
     audio = _decode(args.clip)
@@ -89,6 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UserError("analyze prints JSON lines only: pass --json")
     if args.seconds is not None and args.seconds <= 0:
         raise UserError("--seconds must be positive")
+    _check_privacy(args)
     engine = _engine(args.backend)
     failed = 0
     for path in args.files:
@@ -135,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(quick=args.quick, json_out=args.json)
 
 
-def cmd_serve(args: argparse.Namespace, rest: Sequence[str]) -> int:
+def cmd_serve(rest: Sequence[str]) -> int:
     from server.serve import main as serve_main
 
     return int(serve_main(list(rest)) or 0)
@@ -195,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] == "serve":
-        return cmd_serve(argparse.Namespace(), argv[1:])
+        return cmd_serve(argv[1:])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -51,6 +51,11 @@ def test_bad_files_exit_2_with_a_message(bad_inputs, name, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_room_privacy_without_a_room_exits_2(speech_wav):
+    res = run("analyze", "--json", "--privacy", "room", str(speech_wav["male"]))
+    assert res.returncode == 2 and "--room" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_missing_file_and_bad_size_exit_2(tmp_path, speech_wav):
     assert run("avatar", str(tmp_path / "nope.wav"), "-o", str(tmp_path / "x.png")).returncode == 2
     res = run("avatar", str(speech_wav["male"]), "-o", str(tmp_path / "x.png"), "--size", "300")
