@@ -32,7 +32,7 @@ def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
     return float(np.median(times))
 
 
-def _speech(seconds: float = 6.0) -> tuple[np.ndarray, str]:
+def _speech(seconds: float = 12.0) -> tuple[np.ndarray, str]:
     """Real synthetic speech when espeak-ng is installed, else a formant-filtered pulse train."""
     from engines.audio import decode_audio
 
@@ -45,10 +45,10 @@ def _speech(seconds: float = 6.0) -> tuple[np.ndarray, str]:
             wav = Path(tmp) / "bench.wav"
             subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(wav), text], check=True, capture_output=True)
             pcm = decode_audio(wav).pcm
-        while len(pcm) < seconds * 16000 * 1.5:
+        while len(pcm) < seconds * 16000:
             pcm = np.concatenate([pcm, pcm])
         return pcm, "espeak-ng en-us+m3"
-    sr, n = 16000, int(seconds * 1.5 * 16000)
+    sr, n = 16000, int(seconds * 16000)
     t = np.arange(n) / sr
     f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
     phase = np.cumsum(f0 / sr)
