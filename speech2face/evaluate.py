@@ -34,7 +34,6 @@ class ClipResult:
     gender: str | None  # "female"/"male" when trusted, else None
     age_band: str | None
     at: dict[str, Update] = field(default_factory=dict)  # "1", "2", "3", "6", "full"
-    f0_median_hz: dict[str, float] = field(default_factory=dict)
 
 
 def _gender_label(raw: str) -> str | None:
@@ -55,22 +54,18 @@ def _age_band(raw: str) -> str | None:
     return "child" if years < 13 else "senior" if years >= 65 else "adult"
 
 
-def analyse_clip(engine: AvatarEngine, path: Path) -> tuple[dict[str, Update], dict[str, float]]:
+def analyse_clip(engine: AvatarEngine, path: Path) -> dict[str, Update]:
     pcm = decode_audio(path).pcm
     pipe = engine.pipeline()
     at: dict[str, Update] = {}
-    f0: dict[str, float] = {}
     pending = list(CHECKPOINTS)
     for i in range(0, len(pcm), CHUNK):
         update = pipe.push(pcm[i : i + CHUNK])
         while update is not None and pending and update.seconds_heard >= pending[0] - 1e-9:
             key = f"{pending.pop(0):g}"
             at[key] = update
-            f0[key] = update.f0_median_hz
-    final = pipe.finish()
-    at["full"] = final
-    f0["full"] = final.f0_median_hz
-    return at, f0
+    at["full"] = pipe.finish()
+    return at
 
 
 def run_eval(manifest: Path, out_dir: Path, backend: str = "onnx") -> int:
@@ -90,12 +85,12 @@ def run_eval(manifest: Path, out_dir: Path, backend: str = "onnx") -> int:
         path = (manifest.parent / row["file"]).resolve()
         print(f"[{n}/{len(rows)}] {row['file']}", file=sys.stderr, flush=True)
         try:
-            at, f0 = analyse_clip(engine, path)
+            at = analyse_clip(engine, path)
         except AudioError as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             continue
         age_raw = row.get("age") or row.get("age_if_known") or ""
-        results.append(ClipResult(row["file"], row["speaker_id"], _gender_label(row["gender"]), _age_band(age_raw), at, f0))
+        results.append(ClipResult(row["file"], row["speaker_id"], _gender_label(row["gender"]), _age_band(age_raw), at))
     if not results:
         print("speech2face: error: no clip in the manifest could be decoded", file=sys.stderr)
         return 2
@@ -117,7 +112,7 @@ def summarise(results: list[ClipResult]) -> dict:
         if not scored:
             continue
         ours = [r.at[k].gender == r.gender for r in scored]
-        base = [(r.f0_median_hz[k] > BASELINE_HZ) == (r.gender == "female") for r in scored if not math.isnan(r.f0_median_hz[k])]
+        base = [(r.at[k].f0_median_hz > BASELINE_HZ) == (r.gender == "female") for r in scored if not math.isnan(r.at[k].f0_median_hz)]
         confident_wrong = [r.at[k].gender != r.gender and max(r.at[k].p_female, 1 - r.at[k].p_female) > 0.8 for r in scored]
         rep["gender"][k] = {
             "n": len(scored),
