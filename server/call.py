@@ -198,6 +198,11 @@ class Call:
         self._send_status(update)
 
     # --- audio ---
+    @property
+    def face_final(self) -> bool:
+        """Enough speech heard (``max_speech_seconds``): the face no longer changes."""
+        return self.pipeline.seconds_heard >= self.config.max_speech_seconds
+
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
         while True:
@@ -209,8 +214,8 @@ class Call:
             self.last_audio_at = now
             raw = frame.to_ndarray()
             self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
-            if self.pipeline.seconds_heard >= self.config.max_speech_seconds:
-                continue  # the face is final: the mouth still moves, the model needs no more audio
+            if self.face_final:
+                continue  # the mouth still moves; the model needs no more audio
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
@@ -234,8 +239,8 @@ class Call:
             chunk = np.concatenate(self._pcm)
             self._pcm.clear()
             self._pcm_samples = 0
-            if self.pipeline.seconds_heard >= self.config.max_speech_seconds:
-                continue  # the face is final: keep draining, skip the model (VAD included)
+            if self.face_final:
+                continue  # keep draining, skip the model (VAD included)
             started = time.perf_counter()
             async with self._model_lock:
                 update = await self._batcher.push(self.pipeline, chunk)
