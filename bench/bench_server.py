@@ -69,7 +69,7 @@ def run_bare_server(port: int, size: int, fps: float) -> None:
                     await asyncio.sleep(wait)
             yuv = self._yuv.copy()
             x = (self._n * 4) % (size - 32)
-            yuv[size // 2 - 16:size // 2 + 16, x:x + 32] = 235  # the trivial drawing
+            yuv[size // 2 - 16 : size // 2 + 16, x : x + 32] = 235  # the trivial drawing
             frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             frame.pts = int(self._n * 90_000 / fps)
             frame.time_base = fractions.Fraction(1, 90_000)
@@ -172,12 +172,34 @@ async def measure(args: argparse.Namespace) -> dict:
     use_loopback()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     ours_port, bare_port = free_port(), free_port()
-    ours = subprocess.Popen([sys.executable, "-m", "server.serve", "--port", str(ours_port), "--size", str(args.size),
-                             "--fps", str(args.fps), "--session-budget", str(args.callers + 1), "--log-level", "warning",
-                             "--max-speech-seconds", str(args.max_speech_seconds)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    bare = subprocess.Popen([sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--size",
-                             str(args.size), "--fps", str(args.fps)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    ours = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.serve",
+            "--port",
+            str(ours_port),
+            "--size",
+            str(args.size),
+            "--fps",
+            str(args.fps),
+            "--session-budget",
+            str(args.callers + 1),
+            "--log-level",
+            "warning",
+            "--max-speech-seconds",
+            str(args.max_speech_seconds),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    bare = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--size", str(args.size), "--fps", str(args.fps)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     urls = {"ours": f"http://127.0.0.1:{ours_port}", "bare": f"http://127.0.0.1:{bare_port}"}
     procs = {"ours": ours, "bare": bare}
     try:
@@ -208,10 +230,10 @@ async def measure(args: argparse.Namespace) -> dict:
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - t0
             cpu = {n: cpu_seconds(p.pid) - cpu0[n] for n, p in procs.items()}
-            fps = {n: [(len(c.result.video_times) - f) / wall for c, f in zip(cs, frames0[n])]
-                   for n, cs in callers.items()}
-            ages = np.array([f["mouth_age_ms"] for c, m in zip(callers["ours"], mouth0)
-                             for f in c.result.frames[m:] if f["audio_t"] > 0])
+            fps = {n: [(len(c.result.video_times) - f) / wall for c, f in zip(cs, frames0[n])] for n, cs in callers.items()}
+            ages = np.array(
+                [f["mouth_age_ms"] for c, m in zip(callers["ours"], mouth0) for f in c.result.frames[m:] if f["audio_t"] > 0]
+            )
             ttff = {n: [c.first_frame_at - c.offer_at for c in cs] for n, cs in callers.items()}
             for cs in callers.values():
                 for c in cs:
@@ -228,17 +250,28 @@ async def measure(args: argparse.Namespace) -> dict:
     per_caller = {n: cpu[n] / wall / args.callers for n in cpu}  # fraction of one core
     period_ms = 1000.0 / args.fps
     return {
-        "size": args.size, "fps_target": args.fps, "max_speech_seconds": args.max_speech_seconds, "callers_per_server": args.callers, "seconds": round(wall, 1),
+        "size": args.size,
+        "fps_target": args.fps,
+        "max_speech_seconds": args.max_speech_seconds,
+        "callers_per_server": args.callers,
+        "seconds": round(wall, 1),
         "cpu_per_caller_core_fraction": {n: round(v, 4) for n, v in per_caller.items()},
         "cpu_ratio_ours_vs_bare": round(per_caller["ours"] / per_caller["bare"], 3),
         "callers_per_core": {n: round(1.0 / v, 1) for n, v in per_caller.items()},
         "fps_delivered_mean": {n: round(float(np.mean(v)), 2) for n, v in fps.items()},
         "fps_delivered_min": {n: round(float(np.min(v)), 2) for n, v in fps.items()},
-        "time_to_first_frame_s": {n: {"p50": round(float(np.median(v)), 3), "max": round(float(np.max(v)), 3)}
-                                  for n, v in ttff.items()},
-        "mouth_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1), "p95": round(float(np.percentile(ages, 95)), 1),
-                         "max": round(float(ages.max()), 1), "bound": round(period_ms + 20, 1),
-                         "within_bound": round(float(np.mean(ages <= period_ms + 20)), 4)} if ages.size else None,
+        "time_to_first_frame_s": {
+            n: {"p50": round(float(np.median(v)), 3), "max": round(float(np.max(v)), 3)} for n, v in ttff.items()
+        },
+        "mouth_age_ms": {
+            "p50": round(float(np.percentile(ages, 50)), 1),
+            "p95": round(float(np.percentile(ages, 95)), 1),
+            "max": round(float(ages.max()), 1),
+            "bound": round(period_ms + 20, 1),
+            "within_bound": round(float(np.mean(ages <= period_ms + 20)), 4),
+        }
+        if ages.size
+        else None,
         "machine": {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]},
     }
 
@@ -250,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after the last first frame before measuring")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--fps", type=float, default=15.0)
-    p.add_argument("--max-speech-seconds", type=float, default=120.0,
-                   help="our server refines from this much speech, then the model idles: with a value below "
-                        "--warmup the window measures the settled stream (lip-sync, blinks, no model work)")
+    p.add_argument(
+        "--max-speech-seconds",
+        type=float,
+        default=120.0,
+        help="our server refines from this much speech, then the model idles: with a value below "
+        "--warmup the window measures the settled stream (lip-sync, blinks, no model work)",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -263,15 +300,22 @@ def main(argv: list[str] | None = None) -> int:
     res = asyncio.run(measure(args))
     c = res["cpu_per_caller_core_fraction"]
     phase = "refining (model running)" if args.max_speech_seconds > args.warmup else "settled face (model idle)"
-    print(f"{args.callers} callers per server, {res['size']} px @ {res['fps_target']:g} fps, {res['seconds']} s window, "
-          f"ours {phase}")
-    print(f"  CPU per caller: ours {100 * c['ours']:.1f} % of a core, bare aiortc {100 * c['bare']:.1f} % "
-          f"→ ratio {res['cpu_ratio_ours_vs_bare']:.2f}× (target ≤ 1.25×)")
+    print(
+        f"{args.callers} callers per server, {res['size']} px @ {res['fps_target']:g} fps, {res['seconds']} s window, "
+        f"ours {phase}"
+    )
+    print(
+        f"  CPU per caller: ours {100 * c['ours']:.1f} % of a core, bare aiortc {100 * c['bare']:.1f} % "
+        f"→ ratio {res['cpu_ratio_ours_vs_bare']:.2f}× (target ≤ 1.25×)"
+    )
     print(f"  callers per core: ours {res['callers_per_core']['ours']}, bare {res['callers_per_core']['bare']}")
-    print(f"  fps delivered (mean/min): ours {res['fps_delivered_mean']['ours']}/{res['fps_delivered_min']['ours']}, "
-          f"bare {res['fps_delivered_mean']['bare']}/{res['fps_delivered_min']['bare']}")
-    print(f"  time to first frame p50/max: ours {res['time_to_first_frame_s']['ours']}, "
-          f"bare {res['time_to_first_frame_s']['bare']}")
+    print(
+        f"  fps delivered (mean/min): ours {res['fps_delivered_mean']['ours']}/{res['fps_delivered_min']['ours']}, "
+        f"bare {res['fps_delivered_mean']['bare']}/{res['fps_delivered_min']['bare']}"
+    )
+    print(
+        f"  time to first frame p50/max: ours {res['time_to_first_frame_s']['ours']}, bare {res['time_to_first_frame_s']['bare']}"
+    )
     print(f"  mouth age (audio arrival → frame): {res['mouth_age_ms']}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -137,9 +137,7 @@ def decode_audio(source: Source, *, max_seconds: float = DEFAULT_MAX_SECONDS) ->
     if decode_error is not None and got < 0.1:
         raise AudioError(f"the audio data is corrupt and nothing could be decoded ({decode_error})")
     if not capped and declared is not None and declared > 1.0 and got < 0.9 * declared:
-        raise AudioError(
-            f"the file is truncated: its header declares {declared:.1f} s of audio but only {got:.1f} s decodes"
-        )
+        raise AudioError(f"the file is truncated: its header declares {declared:.1f} s of audio but only {got:.1f} s decodes")
     if decode_error is not None:
         raise AudioError(f"the audio data is corrupt after {got:.1f} s ({decode_error})")
     if len(pcm) == 0:

@@ -20,7 +20,7 @@ import torch
 from . import decoder as decoder_mod
 from . import face as face_mod
 from . import profile as profile_mod
-from .decoder import FaceDecoder, N_CODES
+from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
 from .face import N_PARAMS
@@ -116,7 +116,14 @@ def onnx_paths(progress: Callable[[str], None] | None = None) -> dict[str, Path]
                 progress("exporting the face decoder to ONNX (once)…")
             ex = decoder_example_inputs(2)
             dyn = {k: {0: "batch"} for k in ("embedding", "features", "override_values", "override_mask", *DECODER_OUTPUTS)}
-            _export(make_decoder(), tuple(torch.from_numpy(ex[k]) for k in DECODER_INPUTS), dec, list(DECODER_INPUTS), list(DECODER_OUTPUTS), dyn)
+            _export(
+                make_decoder(),
+                tuple(torch.from_numpy(ex[k]) for k in DECODER_INPUTS),
+                dec,
+                list(DECODER_INPUTS),
+                list(DECODER_OUTPUTS),
+                dyn,
+            )
     return {"encoder": enc, "decoder": dec}
 
 

@@ -33,8 +33,7 @@ def weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsMissing(
-            "the GE2E weights come from the 'resemblyzer' wheel, which is not installed: "
-            "pip install --no-deps resemblyzer==0.1.4"
+            "the GE2E weights come from the 'resemblyzer' wheel, which is not installed: pip install --no-deps resemblyzer==0.1.4"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
     if not path.is_file():

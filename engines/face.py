@@ -57,8 +57,15 @@ FACIAL_HAIR_STYLES = ("stubble", "moustache", "goatee", "short_beard", "full_bea
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     # --- traits (from the voice) ---
-    ParamSpec("femininity", Source.TRAIT, "gender presentation: 0 masculine, 0.5 androgynous, 1 feminine; the calibrated p_female shrunk toward 0.5 by the decoder's uncertainty"),
-    ParamSpec("age", Source.TRAIT, "apparent age: 0 child (~6 y), 0.3 young adult (~25 y), 0.55 middle age (~45 y), 1 senior (~80 y)"),
+    ParamSpec(
+        "femininity",
+        Source.TRAIT,
+        "gender presentation: 0 masculine, 0.5 androgynous, 1 feminine;"
+        " the calibrated p_female shrunk toward 0.5 by the decoder's uncertainty",
+    ),
+    ParamSpec(
+        "age", Source.TRAIT, "apparent age: 0 child (~6 y), 0.3 young adult (~25 y), 0.55 middle age (~45 y), 1 senior (~80 y)"
+    ),
     ParamSpec("size", Source.TRAIT, "body/head size from apparent vocal-tract length: 0 small, 1 large"),
     # --- shape (traits + small identity offset) ---
     ParamSpec("head_width", Source.SHAPE, "cranium width relative to height"),
@@ -85,11 +92,18 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("hair_length", Source.SHAPE, "0 cropped, 1 long; gates which hair styles are drawn"),
     ParamSpec("facial_hair", Source.SHAPE, "amount of facial hair (0 none; needs masculine adult)"),
     # --- identity (seeded projection of the embedding; never a demographic inference) ---
-    ParamSpec("hair_style", Source.IDENTITY, "hair style bucket (the renderer keeps it within what hair_length allows)", HAIR_STYLES),
+    ParamSpec(
+        "hair_style", Source.IDENTITY, "hair style bucket (the renderer keeps it within what hair_length allows)", HAIR_STYLES
+    ),
     ParamSpec("hair_colour", Source.IDENTITY, "hair colour bucket", HAIR_COLOURS),
     ParamSpec("hair_volume", Source.IDENTITY, "how much the hair stands off the head"),
     ParamSpec("facial_hair_style", Source.IDENTITY, "facial hair style bucket", FACIAL_HAIR_STYLES),
-    ParamSpec("skin_tone", Source.IDENTITY, "skin tone bucket: identity projection or user choice, never inferred from voice", SKIN_TONES),
+    ParamSpec(
+        "skin_tone",
+        Source.IDENTITY,
+        "skin tone bucket: identity projection or user choice, never inferred from voice",
+        SKIN_TONES,
+    ),
     ParamSpec("eye_colour", Source.IDENTITY, "iris colour bucket", EYE_COLOURS),
     ParamSpec("glasses", Source.IDENTITY, "> 0.5 draws glasses; the value picks the frame shape"),
     ParamSpec("background_hue", Source.IDENTITY, "background colour hue"),
@@ -148,13 +162,21 @@ class FaceParams:
         """The face shown before any speech: androgynous adult, mid values, neutral colours."""
         v = np.full(N_PARAMS, 0.5, dtype=np.float32)
         neutral = {
-            "age": 0.32, "facial_hair": 0.0, "age_lines": 0.05, "greying": 0.0, "baldness": 0.0,
-            "eyelashes": 0.5, "hair_length": 0.45, "glasses": 0.2, "freckles": 0.0,
+            "age": 0.32,
+            "facial_hair": 0.0,
+            "age_lines": 0.05,
+            "greying": 0.0,
+            "baldness": 0.0,
+            "eyelashes": 0.5,
+            "hair_length": 0.45,
+            "glasses": 0.2,
+            "freckles": 0.0,
             "hair_style": SPECS_BY_NAME["hair_style"].value_of("side_part"),
             "hair_colour": SPECS_BY_NAME["hair_colour"].value_of("brown"),
             "skin_tone": SPECS_BY_NAME["skin_tone"].value_of("beige"),
             "eye_colour": SPECS_BY_NAME["eye_colour"].value_of("brown"),
-            "background_hue": 0.58, "shirt_hue": 0.6,
+            "background_hue": 0.58,
+            "shirt_hue": 0.6,
         }
         for k, x in neutral.items():
             v[PARAM_INDEX[k]] = x

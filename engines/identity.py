@@ -39,7 +39,9 @@ class IdentityBasis:
 
 
 def _orthonormal(seed: int | bytes) -> np.ndarray:
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(str(seed).encode() if isinstance(seed, int) else seed).digest()[:8], "little"))
+    rng = np.random.default_rng(
+        int.from_bytes(hashlib.sha256(str(seed).encode() if isinstance(seed, int) else seed).digest()[:8], "little")
+    )
     q, _ = np.linalg.qr(rng.standard_normal((EMBEDDING_SIZE, N_CODES)))
     return q.astype(np.float32)
 

@@ -126,7 +126,13 @@ def parse_overrides(overrides: Mapping[str, Any] | None) -> tuple[np.ndarray, np
 class AvatarPipeline:
     """Not thread-safe: one owner (a call's executor job, or the CLI) pushes at a time."""
 
-    def __init__(self, backend: Backend, identity: IdentityBasis, overrides: Mapping[str, Any] | None = None, max_speech_seconds: float = MAX_SPEECH_SECONDS) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        identity: IdentityBasis,
+        overrides: Mapping[str, Any] | None = None,
+        max_speech_seconds: float = MAX_SPEECH_SECONDS,
+    ) -> None:
         self._backend = backend
         self._identity = identity
         self._override_values, self._override_mask = parse_overrides(overrides)
@@ -301,7 +307,9 @@ def _more_speech_message(seconds: float) -> str | None:
         return None
     need = CONFIDENT_SECONDS - seconds
     if seconds < MIN_FACE_SECONDS:
-        return f"heard {seconds:.1f} s of speech: too little for a face yet; about {need:.1f} s more speech gives a confident face"
+        return (
+            f"heard {seconds:.1f} s of speech: too little for a face yet; about {need:.1f} s more speech gives a confident face"
+        )
     return f"heard {seconds:.1f} s of speech; about {need:.1f} s more speech gives a confident face"
 
 
@@ -314,7 +322,13 @@ class AvatarEngine:
         self._room_secret = room_secret
         self._lock = threading.Lock()
 
-    def pipeline(self, privacy: str = "stable", room: str | None = None, overrides: Mapping[str, Any] | None = None, max_speech_seconds: float = MAX_SPEECH_SECONDS) -> AvatarPipeline:
+    def pipeline(
+        self,
+        privacy: str = "stable",
+        room: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        max_speech_seconds: float = MAX_SPEECH_SECONDS,
+    ) -> AvatarPipeline:
         salt = None if room is None else f"{self._room_secret}\0{room}"
         return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds)
 
@@ -347,7 +361,14 @@ class AvatarEngine:
                     out[i] = exc
         return out
 
-    def analyze(self, pcm16k: np.ndarray, seconds: float | None = None, privacy: str = "stable", room: str | None = None, overrides: Mapping[str, Any] | None = None) -> Update:
+    def analyze(
+        self,
+        pcm16k: np.ndarray,
+        seconds: float | None = None,
+        privacy: str = "stable",
+        room: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Update:
         """One-shot: the whole clip (or its first ``seconds`` of speech) through one pipeline."""
         limit = MAX_SPEECH_SECONDS if seconds is None else min(float(seconds), MAX_SPEECH_SECONDS)
         if limit <= 0:

@@ -83,7 +83,11 @@ class VoiceProfile:
         tracks = np.stack([call(formants, "To Matrix", i).values[0] for i in (1, 2, 3, 4)], axis=1)
         # keep formant frames that fall on voiced pitch frames (vowels, not fricatives)
         voiced_times = np.asarray(pitch.xs())[voiced]
-        near = np.abs(ftimes[:, None] - voiced_times[None, :]).min(axis=1) <= 0.005 if len(voiced_times) else np.zeros(len(ftimes), bool)
+        near = (
+            np.abs(ftimes[:, None] - voiced_times[None, :]).min(axis=1) <= 0.005
+            if len(voiced_times)
+            else np.zeros(len(ftimes), bool)
+        )
         good = near & np.all(np.isfinite(tracks), axis=1) & np.all(tracks > 0, axis=1)
         if good.any():
             self.formant_sum += tracks[good].sum(axis=0)

@@ -79,10 +79,14 @@ class _Layers:
         eb = _px_box(rest.eye_box, size)
         if _overlap(mb, eb):  # cannot happen with sane geometry; keep the mouth animating
             eb = (eb[0], eb[1], eb[2], min(eb[3], mb[1]))
-        mouth = np.stack([base[mb[1]:mb[3], mb[0]:mb[2]]] + [
-            rasterize(model.scene(i / (MOUTH_LEVELS - 1), 0.0), size, mb) for i in range(1, MOUTH_LEVELS)])
-        eyes = np.stack([base[eb[1]:eb[3], eb[0]:eb[2]]] + [
-            rasterize(model.scene(0.0, i / (BLINK_LEVELS - 1)), size, eb) for i in range(1, BLINK_LEVELS)])
+        mouth = np.stack(
+            [base[mb[1] : mb[3], mb[0] : mb[2]]]
+            + [rasterize(model.scene(i / (MOUTH_LEVELS - 1), 0.0), size, mb) for i in range(1, MOUTH_LEVELS)]
+        )
+        eyes = np.stack(
+            [base[eb[1] : eb[3], eb[0] : eb[2]]]
+            + [rasterize(model.scene(0.0, i / (BLINK_LEVELS - 1)), size, eb) for i in range(1, BLINK_LEVELS)]
+        )
         return cls(base, mb, mouth, eb, eyes)
 
     def crop(self, kind: str, level: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -90,8 +94,8 @@ class _Layers:
         own = self.mouth_box if kind == "mouth" else self.eye_box
         stack = self.mouth if kind == "mouth" else self.eyes
         full = self.base.copy()
-        full[own[1]:own[3], own[0]:own[2]] = stack[level]
-        return full[box[1]:box[3], box[0]:box[2]]
+        full[own[1] : own[3], own[0] : own[2]] = stack[level]
+        return full[box[1] : box[3], box[0] : box[2]]
 
     @classmethod
     def blend(cls, a: "_Layers", b: "_Layers", t: float) -> "_Layers":

@@ -37,9 +37,16 @@ def lerp(a: float, b: float, t: float) -> float:
 # Which hair_length values each style is drawn at; outside its range the nearest allowed
 # style (by position in HAIR_STYLES, so the identity's "taste" is kept) is used instead.
 HAIR_LENGTH_RANGE: dict[str, tuple[float, float]] = {
-    "buzz": (0.0, 0.22), "short": (0.0, 0.45), "side_part": (0.12, 0.55),
-    "curly_short": (0.1, 0.55), "quiff": (0.1, 0.5), "bob": (0.4, 0.75),
-    "long_straight": (0.6, 1.0), "long_wavy": (0.6, 1.0), "bun": (0.5, 1.0), "ponytail": (0.5, 1.0),
+    "buzz": (0.0, 0.22),
+    "short": (0.0, 0.45),
+    "side_part": (0.12, 0.55),
+    "curly_short": (0.1, 0.55),
+    "quiff": (0.1, 0.5),
+    "bob": (0.4, 0.75),
+    "long_straight": (0.6, 1.0),
+    "long_wavy": (0.6, 1.0),
+    "bun": (0.5, 1.0),
+    "ponytail": (0.5, 1.0),
 }
 
 
@@ -48,8 +55,7 @@ def resolve_hair_style(style: str, hair_length: float) -> str:
     if lo <= hair_length <= hi:
         return style
     i = HAIR_STYLES.index(style)
-    allowed = [j for j, s in enumerate(HAIR_STYLES)
-               if HAIR_LENGTH_RANGE[s][0] <= hair_length <= HAIR_LENGTH_RANGE[s][1]]
+    allowed = [j for j, s in enumerate(HAIR_STYLES) if HAIR_LENGTH_RANGE[s][0] <= hair_length <= HAIR_LENGTH_RANGE[s][1]]
     best = min(allowed, key=lambda j: (abs(j - i), j))
     return HAIR_STYLES[best]
 
@@ -76,8 +82,7 @@ class FaceModel:
         self.grey = clip01(p.greying * smooth(0.18, 0.45, age))
         self.lines = clip01(p.age_lines * smooth(0.2, 0.5, age) + 0.35 * senior * smooth(0.3, 0.6, p.age_lines))
         self.bald = clip01(p.baldness * smooth(0.25, 0.5, age))
-        self.pal = Palette(p.skin_tone, p.hair_colour, self.grey, p.eye_colour, p.background_hue,
-                           p.shirt_hue, fem, age)
+        self.pal = Palette(p.skin_tone, p.hair_colour, self.grey, p.eye_colour, p.background_hue, p.shirt_hue, fem, age)
         jit = p.identity_jitter - 0.5
 
         # --- head ---------------------------------------------------------------------
@@ -185,10 +190,8 @@ class FaceModel:
         self._hair_front(sc)
         self._glasses(sc)
         g = self.eye
-        sc.eye_box = (CX - g.ex - g.ew * 1.9, self.y_eye - g.eh * 1.6 - 8,
-                      CX + g.ex + g.ew * 1.9, self.y_eye + g.eh * 1.5 + 9)
-        sc.mouth_box = (CX - self.mw - 10, self.y_mouth - self.ul - 9,
-                        CX + self.mw + 10, self.y_mouth + 24 + self.ll + 8)
+        sc.eye_box = (CX - g.ex - g.ew * 1.9, self.y_eye - g.eh * 1.6 - 8, CX + g.ex + g.ew * 1.9, self.y_eye + g.eh * 1.5 + 9)
+        sc.mouth_box = (CX - self.mw - 10, self.y_mouth - self.ul - 9, CX + self.mw + 10, self.y_mouth + 24 + self.ll + 8)
         return sc
 
     # -- layers -----------------------------------------------------------------------
@@ -197,28 +200,45 @@ class FaceModel:
 
     def _body(self, sc: Scene) -> None:
         pal, nw, sw, ys = self.pal, self.neck_w, self.sh_w, self.y_sh
-        torso = (Path().M(CX - sw - 30, 530).L(CX - sw - 6, ys + 80)
-                 .C(CX - sw + 4, ys + 20, CX - sw * 0.6, ys + 2, CX - nw - 14, ys)
-                 .L(CX + nw + 14, ys)
-                 .C(CX + sw * 0.6, ys + 2, CX + sw - 4, ys + 20, CX + sw + 6, ys + 80)
-                 .L(CX + sw + 30, 530).Z())
+        torso = (
+            Path()
+            .M(CX - sw - 30, 530)
+            .L(CX - sw - 6, ys + 80)
+            .C(CX - sw + 4, ys + 20, CX - sw * 0.6, ys + 2, CX - nw - 14, ys)
+            .L(CX + nw + 14, ys)
+            .C(CX + sw * 0.6, ys + 2, CX + sw - 4, ys + 20, CX + sw + 6, ys + 80)
+            .L(CX + sw + 30, 530)
+            .Z()
+        )
         sc.add(torso, pal.shirt)
         sc.add(torso.translated(-14, 4), pal.shirt_shadow, clip=torso)
         sc.add(torso.translated(-26, 10), pal.shirt, clip=torso)
         # a fold line where the arm meets the chest reads as a shoulder without outlines
-        sc.add(Path().M(CX - sw * 0.62, 520).Q(CX - sw * 0.66, ys + 95, CX - sw * 0.72, ys + 70),
-               stroke=pal.shirt_shadow, width=4.0, opacity=0.7)
-        sc.add(Path().M(CX + sw * 0.62, 520).Q(CX + sw * 0.66, ys + 95, CX + sw * 0.72, ys + 70),
-               stroke=pal.shirt_shadow, width=4.0, opacity=0.7)
+        sc.add(
+            Path().M(CX - sw * 0.62, 520).Q(CX - sw * 0.66, ys + 95, CX - sw * 0.72, ys + 70),
+            stroke=pal.shirt_shadow,
+            width=4.0,
+            opacity=0.7,
+        )
+        sc.add(
+            Path().M(CX + sw * 0.62, 520).Q(CX + sw * 0.66, ys + 95, CX + sw * 0.72, ys + 70),
+            stroke=pal.shirt_shadow,
+            width=4.0,
+            opacity=0.7,
+        )
         # neck + crew-neck opening
         y_top = self.y_chin - 60
         y_col = ys + 26 - 4 * self.child
-        neck = (Path().M(CX - nw, y_top).L(CX + nw, y_top)
-                .C(CX + nw - 1, ys - 30, CX + nw + 2, ys - 8, CX + nw + 16, ys + 2)
-                .C(CX + nw * 0.6, y_col + 2, CX - nw * 0.6, y_col + 2, CX - nw - 16, ys + 2)
-                .C(CX - nw - 2, ys - 8, CX - nw + 1, ys - 30, CX - nw, y_top).Z())
-        collar = (Path().M(CX - nw - 18, ys + 1)
-                  .C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1))
+        neck = (
+            Path()
+            .M(CX - nw, y_top)
+            .L(CX + nw, y_top)
+            .C(CX + nw - 1, ys - 30, CX + nw + 2, ys - 8, CX + nw + 16, ys + 2)
+            .C(CX + nw * 0.6, y_col + 2, CX - nw * 0.6, y_col + 2, CX - nw - 16, ys + 2)
+            .C(CX - nw - 2, ys - 8, CX - nw + 1, ys - 30, CX - nw, y_top)
+            .Z()
+        )
+        collar = Path().M(CX - nw - 18, ys + 1).C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1)
         sc.add(collar, stroke=pal.shirt_shadow, width=9.0)
         sc.add(neck, pal.skin_shadow)
         sc.add(self.head.translated(0, 12), pal.skin_deep, opacity=0.35, clip=neck)
@@ -237,9 +257,11 @@ class FaceModel:
             x = CX + side * (self.half_width(ecy) - 4)
             ear = ellipse(x + side * ew * 0.55, ecy, ew, eh)
             sc.add(ear, pal.skin)
-            inner = (Path().M(x + side * ew * 0.9, ecy - eh * 0.55)
-                     .C(x + side * ew * 0.2, ecy - eh * 0.6, x + side * ew * 0.1, ecy + eh * 0.2,
-                        x + side * ew * 0.6, ecy + eh * 0.55))
+            inner = (
+                Path()
+                .M(x + side * ew * 0.9, ecy - eh * 0.55)
+                .C(x + side * ew * 0.2, ecy - eh * 0.6, x + side * ew * 0.1, ecy + eh * 0.2, x + side * ew * 0.6, ecy + eh * 0.55)
+            )
             sc.add(inner, stroke=pal.skin_deep, width=3.2, opacity=0.75)
 
     def _head(self, sc: Scene) -> None:
@@ -248,8 +270,12 @@ class FaceModel:
         # light from the upper left: a crescent of shadow along the right and the jaw
         sc.add(head, pal.skin_shadow, clip=head)
         sc.add(head.scaled(0.98, 0.985, CX, self.y_top).translated(-9, -6), pal.skin, clip=head)
-        sc.add(ellipse(CX - self.hw * 0.5, self.y_eye + self.hh * 0.1, self.hw * 0.16, self.hh * 0.05),
-               pal.skin_light, opacity=0.5, clip=head)
+        sc.add(
+            ellipse(CX - self.hw * 0.5, self.y_eye + self.hh * 0.1, self.hw * 0.16, self.hh * 0.05),
+            pal.skin_light,
+            opacity=0.5,
+            clip=head,
+        )
 
     def _age_lines(self, sc: Scene) -> None:
         a = self.lines
@@ -261,8 +287,12 @@ class FaceModel:
                 if i == 2 and a < 0.5:
                     continue
                 w = self.hw * wf
-                sc.add(Path().M(CX - w, yb + dy + 2).Q(CX, yb + dy - 5, CX + w, yb + dy + 2),
-                       stroke=pal.skin_deep, width=2.2, opacity=0.65 * a)
+                sc.add(
+                    Path().M(CX - w, yb + dy + 2).Q(CX, yb + dy - 5, CX + w, yb + dy + 2),
+                    stroke=pal.skin_deep,
+                    width=2.2,
+                    opacity=0.65 * a,
+                )
             for side in (-1, 1):
                 fn = self.eye_map(side)
                 for ang in (-0.45, 0.0, 0.45):
@@ -277,8 +307,11 @@ class FaceModel:
             for side in (-1, 1):
                 x0 = CX + side * (self.nose_w + 6)
                 x1 = CX + side * (self.mw + 9)
-                p = Path().M(x0, self.y_nose - 6).C(x0 + side * 10, self.y_nose + 2, x1 + side * 4,
-                                                   self.y_mouth - 10, x1, self.y_mouth + 6)
+                p = (
+                    Path()
+                    .M(x0, self.y_nose - 6)
+                    .C(x0 + side * 10, self.y_nose + 2, x1 + side * 4, self.y_mouth - 10, x1, self.y_mouth + 6)
+                )
                 sc.add(p, stroke=pal.skin_deep, width=2.2, opacity=0.55 * k)
 
     def _nose(self, sc: Scene) -> None:
@@ -286,13 +319,22 @@ class FaceModel:
         nw, yn = self.nose_w, self.y_nose
         top = self.y_eye + 4
         # shadow on the right flank of the bridge
-        flank = (Path().M(CX + 3, top).C(CX + 6, top + 20, CX + nw * 0.7, yn - 18, CX + nw * 0.9, yn - 6)
-                 .C(CX + nw * 0.5, yn - 10, CX + 2, yn - 26, CX - 1, top + 4).Z())
+        flank = (
+            Path()
+            .M(CX + 3, top)
+            .C(CX + 6, top + 20, CX + nw * 0.7, yn - 18, CX + nw * 0.9, yn - 6)
+            .C(CX + nw * 0.5, yn - 10, CX + 2, yn - 26, CX - 1, top + 4)
+            .Z()
+        )
         sc.add(flank, pal.skin_shadow, opacity=0.7)
         sc.add(ellipse(CX - 2, yn - 7, nw * 0.42, 4.5), pal.skin_light, opacity=0.8)
-        base = (Path().M(CX - nw, yn - 7).C(CX - nw - 3, yn - 1, CX - nw * 0.6, yn + 2, CX - nw * 0.3, yn)
-                .C(CX - 3, yn + 4, CX + 3, yn + 4, CX + nw * 0.3, yn)
-                .C(CX + nw * 0.6, yn + 2, CX + nw + 3, yn - 1, CX + nw, yn - 7))
+        base = (
+            Path()
+            .M(CX - nw, yn - 7)
+            .C(CX - nw - 3, yn - 1, CX - nw * 0.6, yn + 2, CX - nw * 0.3, yn)
+            .C(CX - 3, yn + 4, CX + 3, yn + 4, CX + nw * 0.3, yn)
+            .C(CX + nw * 0.6, yn + 2, CX + nw + 3, yn - 1, CX + nw, yn - 7)
+        )
         sc.add(base, stroke=pal.skin_deep, width=3.0)
 
     def _cheeks(self, sc: Scene) -> None:
@@ -329,23 +371,34 @@ class FaceModel:
             inside = Path(list(upper.ops)).extend(lower_back).Z()
             sc.add(inside, pal.mouth_in)
             sc.add(ellipse(mx, my + oh * 1.05 + 4, mw * 0.55, max(2.0, oh * 0.45)), pal.tongue, clip=inside)
-            sc.add(round_rect(mx - mw * 0.62, my - 6, mx + mw * 0.62, my + 2.5 + min(5.5, oh * 0.4), 3),
-                   pal.teeth, clip=inside)
+            sc.add(round_rect(mx - mw * 0.62, my - 6, mx + mw * 0.62, my + 2.5 + min(5.5, oh * 0.4), 3), pal.teeth, clip=inside)
         # upper lip: cupid's bow on top, the opening's edge below
-        ul_top = spline([L, (mx - mw * 0.32, my - ul - 0.6), (mx, my - ul + 1.6),
-                         (mx + mw * 0.32, my - ul - 0.6), R], closed=False, tension=0.9)
+        ul_top = spline(
+            [L, (mx - mw * 0.32, my - ul - 0.6), (mx, my - ul + 1.6), (mx + mw * 0.32, my - ul - 0.6), R],
+            closed=False,
+            tension=0.9,
+        )
         upper_lip = Path(list(ul_top.ops)).C(mx + mw * 0.45, my + 2.5, mx - mw * 0.45, my + 2.5, *L).Z()
         sc.add(upper_lip, mix(pal.lip, pal.lip_dark, 0.55))
         yb = my + 2.5 + oh + ll
-        lower_lip = (Path().M(*L).C(mx - mw * 0.55, my + 2.5 + oh * 1.33, mx + mw * 0.55, my + 2.5 + oh * 1.33, *R)
-                     .C(mx + mw * 0.75, yb + 1, mx - mw * 0.75, yb + 1, *L).Z())
+        lower_lip = (
+            Path()
+            .M(*L)
+            .C(mx - mw * 0.55, my + 2.5 + oh * 1.33, mx + mw * 0.55, my + 2.5 + oh * 1.33, *R)
+            .C(mx + mw * 0.75, yb + 1, mx - mw * 0.75, yb + 1, *L)
+            .Z()
+        )
         sc.add(lower_lip, pal.lip)
         sc.add(ellipse(mx - mw * 0.12, my + 2.5 + oh + ll * 0.45, mw * 0.28, ll * 0.18), pal.lip_light, opacity=0.7)
         sc.add(upper, stroke=shade(pal.lip_dark, -0.12), width=1.6 if oh > 0.3 else 2.2, opacity=0.9)
         for side in (-1, 1):
             cx = mx + side * (mw + 1.5)
-            sc.add(Path().M(cx, my - s - 2).Q(cx + side * 2.5, my - s, cx + side * 1, my - s + 2.5),
-                   stroke=pal.skin_deep, width=1.8, opacity=0.7)
+            sc.add(
+                Path().M(cx, my - s - 2).Q(cx + side * 2.5, my - s, cx + side * 1, my - s + 2.5),
+                stroke=pal.skin_deep,
+                width=1.8,
+                opacity=0.7,
+            )
 
     def _eye_paths(self, b: float):
         g = self.eye
@@ -354,16 +407,16 @@ class FaceModel:
         # upper arc I->O and lower arc O->I as cubic controls (local coords)
         up = ((-ew * 0.5, -eh * 1.33), (ew * 0.55, -eh * 1.28))
         low = ((ew * 0.5, lo * 1.25), (-ew * 0.5, lo * 1.3))
-        I, O = (-ew, 0.0), (ew, -0.5)
-        eye = Path().M(*I).C(*up[0], *up[1], *O).C(*low[0], *low[1], *I).Z()
+        inner, outer = (-ew, 0.0), (ew, -0.5)
+        eye = Path().M(*inner).C(*up[0], *up[1], *outer).C(*low[0], *low[1], *inner).Z()
         # the lid edge slides from the upper arc to the lower one (I->O order)
         lr = (low[1], low[0])
         t = b * b * (3 - 2 * b)
         e1 = (lerp(up[0][0], lr[0][0], t), lerp(up[0][1], lr[0][1], t) + 2.5 * math.sin(math.pi * t))
         e2 = (lerp(up[1][0], lr[1][0], t), lerp(up[1][1], lr[1][1], t) + 2.5 * math.sin(math.pi * t))
-        edge = Path().M(*I).C(*e1, *e2, *O)
-        lid = Path().M(*I).C(*up[0], *up[1], *O).C(*e2, *e1, *I).Z()
-        return eye, edge, lid, (I, e1, e2, O)
+        edge = Path().M(*inner).C(*e1, *e2, *outer)
+        lid = Path().M(*inner).C(*up[0], *up[1], *outer).C(*e2, *e1, *inner).Z()
+        return eye, edge, lid, (inner, e1, e2, outer)
 
     def _eyes(self, sc: Scene, blink: float) -> None:
         pal, g = self.pal, self.eye
@@ -392,15 +445,15 @@ class FaceModel:
             low = Path().M(g.ew * 0.85, 1.5).Q(0, g.eh * 1.05 + 1.5, -g.ew * 0.7, g.eh * 0.3)
             sc.add(low.map(fn), stroke=pal.skin_deep, width=1.6, opacity=0.6 * (1 - blink))
             # outer flick + lashes
-            I, e1, e2, O = ctrl
+            inner, e1, e2, outer = ctrl
             fl = 3.0 + 5.0 * self.lash
-            flick = Path().M(O[0] - 2, O[1]).L(O[0] + fl * 0.9, O[1] - fl * (0.55 - blink * 0.7))
+            flick = Path().M(outer[0] - 2, outer[1]).L(outer[0] + fl * 0.9, outer[1] - fl * (0.55 - blink * 0.7))
             sc.add(flick.map(fn), stroke=pal.ink, width=3.0)
             if self.lash > 0.05:
                 for t in (0.52, 0.68, 0.82):
                     mt = 1 - t
-                    px = mt**3 * I[0] + 3 * mt**2 * t * e1[0] + 3 * mt * t**2 * e2[0] + t**3 * O[0]
-                    py = mt**3 * I[1] + 3 * mt**2 * t * e1[1] + 3 * mt * t**2 * e2[1] + t**3 * O[1]
+                    px = mt**3 * inner[0] + 3 * mt**2 * t * e1[0] + 3 * mt * t**2 * e2[0] + t**3 * outer[0]
+                    py = mt**3 * inner[1] + 3 * mt**2 * t * e1[1] + 3 * mt * t**2 * e2[1] + t**3 * outer[1]
                     ln = 5.5 * self.lash
                     dy = -1.0 + 1.6 * blink
                     p = Path().M(px, py).L(px + ln * (0.2 + t * 0.55), py + ln * dy)
@@ -410,8 +463,7 @@ class FaceModel:
         pal, g = self.pal, self.eye
         t, ah = self.brow_t, self.brow_arch
         y0 = -(g.eh * 1.25 + 10 + 0.6 * ah)
-        c = [(-g.ew * 1.05, y0 + 1.5), (-g.ew * 0.25, y0 - ah * 0.75), (g.ew * 0.55, y0 - ah),
-             (g.ew * 1.3, y0 - ah * 0.25 + 4)]
+        c = [(-g.ew * 1.05, y0 + 1.5), (-g.ew * 0.25, y0 - ah * 0.75), (g.ew * 0.55, y0 - ah), (g.ew * 1.3, y0 - ah * 0.25 + 4)]
         th = [t, t * 0.95, t * 0.72, t * 0.3]
         upper = [(x, y - w / 2) for (x, y), w in zip(c, th)]
         lower = [(x, y + w / 2) for (x, y), w in zip(reversed(c), reversed(th))]
@@ -430,9 +482,16 @@ class FaceModel:
             mw, my = self.mw, self.y_mouth
             top = my + self.ll + 5
             gw = mw * (0.45 + 0.2 * a)
-            pts = [(CX + gw * 0.7, top - 1), (CX + gw, (top + self.y_chin) / 2), (CX + gw * 0.5, self.y_chin - 2),
-                   (CX, self.y_chin + 2 + 5 * a), (CX - gw * 0.5, self.y_chin - 2), (CX - gw, (top + self.y_chin) / 2),
-                   (CX - gw * 0.7, top - 1), (CX, top + 2)]
+            pts = [
+                (CX + gw * 0.7, top - 1),
+                (CX + gw, (top + self.y_chin) / 2),
+                (CX + gw * 0.5, self.y_chin - 2),
+                (CX, self.y_chin + 2 + 5 * a),
+                (CX - gw * 0.5, self.y_chin - 2),
+                (CX - gw, (top + self.y_chin) / 2),
+                (CX - gw * 0.7, top - 1),
+                (CX, top + 2),
+            ]
             g = spline(pts, closed=True, tension=0.9)
             sc.add(g, pal.beard_shadow, opacity=0.6 + 0.4 * a)
             sc.add(g.translated(-3, -3), pal.beard, opacity=0.6 + 0.4 * a, clip=g)
@@ -449,12 +508,22 @@ class FaceModel:
             out.append((CX + self.half_width(y) + off * 0.6, y + off * k))
         out[-1] = (CX, self.y_chin + ((4 + 20 * a) if full else 1.0))
         yc = (self.y_nose + self.y_mouth) / 2
-        inner = [(CX + self.mw + 8, self.y_mouth + 3), (CX + self.half_width(yc) * 0.86, yc + 2),
-                 (CX + self.half_width(ya + 24) - 9, ya + 24), (CX + self.half_width(ya) - 5, ya)]
+        inner = [
+            (CX + self.mw + 8, self.y_mouth + 3),
+            (CX + self.half_width(yc) * 0.86, yc + 2),
+            (CX + self.half_width(ya + 24) - 9, ya + 24),
+            (CX + self.half_width(ya) - 5, ya),
+        ]
         under = (CX, self.y_mouth + self.ll + 8)
         right = out[:-1]
-        pts = [under] + [(2 * CX - x, y) for x, y in inner] + [(2 * CX - x, y) for x, y in right] + \
-            [out[-1]] + list(reversed(right)) + list(reversed(inner))
+        pts = (
+            [under]
+            + [(2 * CX - x, y) for x, y in inner]
+            + [(2 * CX - x, y) for x, y in right]
+            + [out[-1]]
+            + list(reversed(right))
+            + list(reversed(inner))
+        )
         beard = spline(pts, closed=True, tension=0.85)
         if stub:
             sc.add(beard, pal.beard, opacity=0.16 + 0.2 * a, clip=self.head)
@@ -472,9 +541,17 @@ class FaceModel:
         th = 3.0 + 6.0 * a
         top = yn + 5
         right = [(CX + self.nose_w * 0.9, top + 1), (CX + mw + 3, my - 2), (CX + mw + 5, my + 2 + 2 * a)]
-        back = [(CX + mw * 0.5, my - self.ul - 0.5 - th * 0.15), ]
-        pts = [(CX, top)] + right + back + [(CX, my - self.ul + 0.5)] + \
-              [(2 * CX - x, y) for x, y in reversed(back)] + [(2 * CX - x, y) for x, y in reversed(right)]
+        back = [
+            (CX + mw * 0.5, my - self.ul - 0.5 - th * 0.15),
+        ]
+        pts = (
+            [(CX, top)]
+            + right
+            + back
+            + [(CX, my - self.ul + 0.5)]
+            + [(2 * CX - x, y) for x, y in reversed(back)]
+            + [(2 * CX - x, y) for x, y in reversed(right)]
+        )
         m = spline(pts, closed=True, tension=0.8)
         if st == "stubble":
             sc.add(m, pal.beard, opacity=0.14 + 0.18 * a)
@@ -499,12 +576,20 @@ class FaceModel:
                 pts.append(self._cran(ang, v + 4, v * 1.1 + 4))
             wav = st == "long_wavy"
             if st == "bob":
-                rs = [(CX + w, self.y_eye + 16), (CX + w * 0.99, self.y_mouth + 4), (CX + w * 0.84, bottom),
-                      (CX + self.hw * 0.62, bottom - 6)]
+                rs = [
+                    (CX + w, self.y_eye + 16),
+                    (CX + w * 0.99, self.y_mouth + 4),
+                    (CX + w * 0.84, bottom),
+                    (CX + self.hw * 0.62, bottom - 6),
+                ]
                 mid = [(CX + self.hw * 0.3, bottom - 30), (CX - self.hw * 0.3, bottom - 30)]
             else:
-                rs = [(CX + w * 0.98, self.y_eye + 40), (CX + w * 1.04, self.y_chin - 20),
-                      (CX + w * 1.02, bottom - 40), (CX + w * 0.9, bottom)]
+                rs = [
+                    (CX + w * 0.98, self.y_eye + 40),
+                    (CX + w * 1.04, self.y_chin - 20),
+                    (CX + w * 1.02, bottom - 40),
+                    (CX + w * 0.9, bottom),
+                ]
                 mid = [(CX + w * 0.45, bottom - 12), (CX - w * 0.45, bottom - 12)]
             if wav:
                 rs = [(x + (8 if i % 2 else -4), y) for i, (x, y) in enumerate(rs)]
@@ -514,14 +599,22 @@ class FaceModel:
         if st == "ponytail":
             side = 1 if self.jit >= 0 else -1
             x0 = CX + side * (self.hw * 0.7)
-            tail = (Path().M(x0, self.y_top + 40)
-                    .C(x0 + side * 70, self.y_top + 40, x0 + side * 60, self.y_chin - 20, x0 + side * 40, self.y_chin + 50)
-                    .C(x0 + side * 20, self.y_chin, x0 + side * 10, self.y_top + 120, x0 - side * 20, self.y_top + 60).Z())
+            tail = (
+                Path()
+                .M(x0, self.y_top + 40)
+                .C(x0 + side * 70, self.y_top + 40, x0 + side * 60, self.y_chin - 20, x0 + side * 40, self.y_chin + 50)
+                .C(x0 + side * 20, self.y_chin, x0 + side * 10, self.y_top + 120, x0 - side * 20, self.y_top + 60)
+                .Z()
+            )
             sc.add(tail, mix(pal.hair, pal.hair_shadow, 0.55))
         if st == "bun":
             sc.add(circle(CX, self.y_top - 14, 30 + 0.4 * v), pal.hair)
-            sc.add(Path().M(CX - 18, self.y_top - 24).Q(CX, self.y_top - 40, CX + 16, self.y_top - 26),
-                   stroke=pal.hair_light, width=3.5, opacity=0.6)
+            sc.add(
+                Path().M(CX - 18, self.y_top - 24).Q(CX, self.y_top - 40, CX + 16, self.y_top - 26),
+                stroke=pal.hair_light,
+                width=3.5,
+                opacity=0.6,
+            )
 
     def _hairline(self, st: str) -> list[Pt]:
         """Front hairline from the right temple to the left temple (inner edge of the cap)."""
@@ -532,21 +625,46 @@ class FaceModel:
         xt = hw * (0.98 - 0.06 * bald)
         rec = 16 * bald  # temple recession
         if st == "side_part":
-            return [(CX + xt, y_tm), (CX + hw * 0.7, y_hl + 22 - rec), (CX + hw * 0.15, y_hl + 14),
-                    (CX - hw * 0.35, y_hl - 4), (CX - hw * 0.7, y_hl + 10 - rec), (CX - xt, y_tm)]
+            return [
+                (CX + xt, y_tm),
+                (CX + hw * 0.7, y_hl + 22 - rec),
+                (CX + hw * 0.15, y_hl + 14),
+                (CX - hw * 0.35, y_hl - 4),
+                (CX - hw * 0.7, y_hl + 10 - rec),
+                (CX - xt, y_tm),
+            ]
         if st == "quiff":
-            return [(CX + xt, y_tm), (CX + hw * 0.65, y_hl + 6 - rec), (CX, y_hl - 2),
-                    (CX - hw * 0.65, y_hl + 6 - rec), (CX - xt, y_tm)]
+            return [
+                (CX + xt, y_tm),
+                (CX + hw * 0.65, y_hl + 6 - rec),
+                (CX, y_hl - 2),
+                (CX - hw * 0.65, y_hl + 6 - rec),
+                (CX - xt, y_tm),
+            ]
         if st == "bob":
             yb = self.y_eye - g.eh - 16 - 1.2 * self.brow_arch
             ye = self.y_eye + 6
-            return [(CX + self.half_width(ye) + 1, ye), (CX + hw * 0.88, yb + 2), (CX + hw * 0.5, yb + 1),
-                    (CX, yb), (CX - hw * 0.5, yb + 1), (CX - hw * 0.88, yb + 2), (CX - self.half_width(ye) - 1, ye)]
+            return [
+                (CX + self.half_width(ye) + 1, ye),
+                (CX + hw * 0.88, yb + 2),
+                (CX + hw * 0.5, yb + 1),
+                (CX, yb),
+                (CX - hw * 0.5, yb + 1),
+                (CX - hw * 0.88, yb + 2),
+                (CX - self.half_width(ye) - 1, ye),
+            ]
         if st in ("long_straight", "long_wavy"):
             ye = self.y_eye + 6
-            return [(CX + self.half_width(ye) + 1, ye), (CX + hw * 0.9, self.y_eye - 22), (CX + hw * 0.55, y_hl + 16),
-                    (CX + hw * 0.04, y_hl - 2), (CX - hw * 0.12, y_hl + 2), (CX - hw * 0.6, y_hl + 22),
-                    (CX - hw * 0.92, self.y_eye - 24), (CX - self.half_width(ye) - 1, ye)]
+            return [
+                (CX + self.half_width(ye) + 1, ye),
+                (CX + hw * 0.9, self.y_eye - 22),
+                (CX + hw * 0.55, y_hl + 16),
+                (CX + hw * 0.04, y_hl - 2),
+                (CX - hw * 0.12, y_hl + 2),
+                (CX - hw * 0.6, y_hl + 22),
+                (CX - hw * 0.92, self.y_eye - 24),
+                (CX - self.half_width(ye) - 1, ye),
+            ]
         if st == "curly_short":
             pts = []
             for i, t in enumerate(np.linspace(0, 1, 9)):
@@ -555,16 +673,38 @@ class FaceModel:
                 pts.append((x, y))
             return pts
         if st in ("bun", "ponytail"):
-            return [(CX + xt, y_tm), (CX + hw * 0.6, y_hl + 12 - rec), (CX, y_hl + 2),
-                    (CX - hw * 0.6, y_hl + 12 - rec), (CX - xt, y_tm)]
-        return [(CX + xt, y_tm), (CX + hw * 0.62, y_hl + 10 - rec), (CX, y_hl + 4),
-                (CX - hw * 0.62, y_hl + 10 - rec), (CX - xt, y_tm)]
+            return [
+                (CX + xt, y_tm),
+                (CX + hw * 0.6, y_hl + 12 - rec),
+                (CX, y_hl + 2),
+                (CX - hw * 0.6, y_hl + 12 - rec),
+                (CX - xt, y_tm),
+            ]
+        return [
+            (CX + xt, y_tm),
+            (CX + hw * 0.62, y_hl + 10 - rec),
+            (CX, y_hl + 4),
+            (CX - hw * 0.62, y_hl + 10 - rec),
+            (CX - xt, y_tm),
+        ]
 
     def _hair_front(self, sc: Scene) -> None:
         st, pal = self.style, self.pal
-        v = self.vol * {"buzz": 0.0, "bun": 0.25, "ponytail": 0.25, "short": 0.55, "side_part": 0.7,
-                        "curly_short": 1.0, "quiff": 0.6, "bob": 0.8, "long_straight": 0.6,
-                        "long_wavy": 0.9}[st]
+        v = (
+            self.vol
+            * {
+                "buzz": 0.0,
+                "bun": 0.25,
+                "ponytail": 0.25,
+                "short": 0.55,
+                "side_part": 0.7,
+                "curly_short": 1.0,
+                "quiff": 0.6,
+                "bob": 0.8,
+                "long_straight": 0.6,
+                "long_wavy": 0.9,
+            }[st]
+        )
         if st == "buzz":
             v = 1.5
         v_top = v * 1.15 + (22 if st == "quiff" else 0)
@@ -582,7 +722,7 @@ class FaceModel:
             et = v_top + (5 if curly and i % 2 else 0)
             if st == "quiff":
                 # the quiff rises at the front-left and falls to the right
-                et = v * 1.1 + 24 * math.exp(-((ang + 15) / 35.0) ** 2)
+                et = v * 1.1 + 24 * math.exp(-(((ang + 15) / 35.0) ** 2))
             outer.append(self._cran(ang, e, et))
         outer.append((CX + sw + v * 0.7 + 3, side_y))
         if st in ("bob", "long_wavy", "long_straight"):
@@ -604,11 +744,19 @@ class FaceModel:
         self._hair_sheen(sc, v, v_top, st)
         if st == "side_part":
             p0 = (CX - self.hw * 0.35, hl[3][1] + 2)
-            sc.add(Path().M(*p0).Q(p0[0] + 4, self.y_top + 10, p0[0] + 12, self.y_top - v_top * 0.6 + 6),
-                   stroke=pal.hair_shadow, width=3.0, opacity=0.9)
+            sc.add(
+                Path().M(*p0).Q(p0[0] + 4, self.y_top + 10, p0[0] + 12, self.y_top - v_top * 0.6 + 6),
+                stroke=pal.hair_shadow,
+                width=3.0,
+                opacity=0.9,
+            )
         if st in ("long_straight", "long_wavy"):
-            sc.add(Path().M(CX - 2, self.y_top + self.hh * 0.15).Q(CX - 1, self.y_top + 4, CX + 2, self.y_top - v_top + 8),
-                   stroke=pal.hair_shadow, width=2.6, opacity=0.85)
+            sc.add(
+                Path().M(CX - 2, self.y_top + self.hh * 0.15).Q(CX - 1, self.y_top + 4, CX + 2, self.y_top - v_top + 8),
+                stroke=pal.hair_shadow,
+                width=2.6,
+                opacity=0.85,
+            )
 
     def _hair_sheen(self, sc: Scene, v: float, v_top: float, st: str) -> None:
         pal = self.pal
@@ -625,9 +773,13 @@ class FaceModel:
             y0, y1 = self.y_eye - 40, self.y_eye + 6
             x0 = CX + side * (self.half_width(y0) + 1)
             x1 = CX + side * (self.half_width(y1) - 1)
-            tuft = (Path().M(x0 - side * 10, y0 - 4).C(x0 + side * (v * 0.6 + 6), y0 - 8, x1 + side * (v * 0.6 + 6), y1 - 6,
-                                                       x1 + side * 2, y1 + 4)
-                    .C(x1 - side * 8, y1 - 6, x0 - side * 12, y0 + 14, x0 - side * 10, y0 - 4).Z())
+            tuft = (
+                Path()
+                .M(x0 - side * 10, y0 - 4)
+                .C(x0 + side * (v * 0.6 + 6), y0 - 8, x1 + side * (v * 0.6 + 6), y1 - 6, x1 + side * 2, y1 + 4)
+                .C(x1 - side * 8, y1 - 6, x0 - side * 12, y0 + 14, x0 - side * 10, y0 - 4)
+                .Z()
+            )
             sc.add(tuft, pal.hair)
 
     def _glasses(self, sc: Scene) -> None:
@@ -653,21 +805,20 @@ class FaceModel:
             else:
                 p = round_rect(xc - lens_w, yc - lens_h * 0.8, xc + lens_w, yc + lens_h * 0.9, 12)
             lenses.append((p, xc))
-        for p, xc in lenses:
+        for p, _ in lenses:
             sc.add(p, (1, 1, 1), opacity=0.16)
-        for p, xc in lenses:
+        for p, _ in lenses:
             sc.add(p, stroke=frame, width=lw)
         xl = lenses[0][0].bounds()[2]
         xr = lenses[1][0].bounds()[0]
         sc.add(Path().M(xl, yc - 4).Q(CX, yc - 10, xr, yc - 4), stroke=frame, width=lw)
-        for side, (p, xc) in zip((-1, 1), lenses):
+        for side, (p, _) in zip((-1, 1), lenses):
             b = p.bounds()
             xe = b[2] if side == 1 else b[0]
             xf = CX + side * (self.half_width(yc) + 2)
             if abs(xf - CX) > abs(xe - CX):
                 sc.add(Path().M(xe, yc - 6).L(xf, yc - 9), stroke=frame, width=lw)
         if shape == 2:
-            for p, xc in lenses:
+            for p, _ in lenses:
                 b = p.bounds()
                 sc.add(Path().M(b[0] + 4, b[1] + 1).L(b[2] - 4, b[1] + 1), stroke=frame, width=6.0)
-

@@ -22,14 +22,14 @@ def mix(a: RGB, b: RGB, t: float) -> RGB:
     return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t)
 
 
-def hls(h: float, l: float, s: float) -> RGB:
-    return colorsys.hls_to_rgb(h % 1.0, max(0.0, min(1.0, l)), max(0.0, min(1.0, s)))
+def hls(h: float, light: float, s: float) -> RGB:
+    return colorsys.hls_to_rgb(h % 1.0, max(0.0, min(1.0, light)), max(0.0, min(1.0, s)))
 
 
 def shade(c: RGB, dl: float, ds: float = 0.0, dh: float = 0.0) -> RGB:
     """Shift lightness/saturation/hue of a colour; the one knob all derived tones use."""
-    h, l, s = colorsys.rgb_to_hls(*c)
-    return hls(h + dh, l + dl, s + ds)
+    h, light, s = colorsys.rgb_to_hls(*c)
+    return hls(h + dh, light + dl, s + ds)
 
 
 # porcelain -> deep; chosen to read as natural under the pastel backgrounds
@@ -48,8 +48,17 @@ def bucket(v: float, n: int) -> int:
 class Palette:
     """All colours for one face, computed once per set_params."""
 
-    def __init__(self, skin_tone: float, hair_colour: float, greying: float, eye_colour: float,
-                 background_hue: float, shirt_hue: float, femininity: float, age: float) -> None:
+    def __init__(
+        self,
+        skin_tone: float,
+        hair_colour: float,
+        greying: float,
+        eye_colour: float,
+        background_hue: float,
+        shirt_hue: float,
+        femininity: float,
+        age: float,
+    ) -> None:
         i = bucket(skin_tone, len(SKIN_BASE))
         self.skin = SKIN_BASE[i]
         dark = i >= 4
@@ -68,9 +77,9 @@ class Palette:
         base_hair = HAIR_BASE[bucket(hair_colour, len(HAIR_BASE))]
         grey_target = mix(GREY_HAIR, WHITE_HAIR, max(0.0, (age - 0.7) / 0.3))
         self.hair = mix(base_hair, grey_target, greying)
-        h, l, s = colorsys.rgb_to_hls(*self.hair)
-        self.hair_shadow = hls(h - 0.01, l * 0.72, s * 1.05)
-        self.hair_light = hls(h + 0.01, l + (1 - l) * 0.22, s * 0.95)
+        h, light, s = colorsys.rgb_to_hls(*self.hair)
+        self.hair_shadow = hls(h - 0.01, light * 0.72, s * 1.05)
+        self.hair_light = hls(h + 0.01, light + (1 - light) * 0.22, s * 0.95)
         # brows read as a feature, not as hair: always a step darker, more so on deep skin
         brow_base = shade(base_hair, -0.08 - 0.03 * i)
         self.brow = mix(brow_base, mix(GREY_HAIR, base_hair, 0.35), greying * 0.7)

@@ -154,8 +154,7 @@ def _cr_segments(pts: Sequence[Pt], closed: bool, tension: float) -> list[tuple[
     return segs
 
 
-def spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, path: Path | None = None,
-           move: bool = True) -> Path:
+def spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, path: Path | None = None, move: bool = True) -> Path:
     """A smooth curve through the points; the workhorse for organic outlines."""
     p = path if path is not None else Path()
     if move:
@@ -207,8 +206,16 @@ class Scene:
     mouth_box: tuple[float, float, float, float] = (0, 0, 0, 0)
     eye_box: tuple[float, float, float, float] = (0, 0, 0, 0)
 
-    def add(self, path: Path, fill: RGB | None = None, opacity: float = 1.0, stroke: RGB | None = None,
-            width: float = 0.0, clip: Path | None = None, evenodd: bool = False) -> None:
+    def add(
+        self,
+        path: Path,
+        fill: RGB | None = None,
+        opacity: float = 1.0,
+        stroke: RGB | None = None,
+        width: float = 0.0,
+        clip: Path | None = None,
+        evenodd: bool = False,
+    ) -> None:
         if opacity <= 0.004:
             return
         self.shapes.append(Shape(path, fill, float(min(1.0, opacity)), stroke, width, clip, evenodd))
@@ -236,8 +243,9 @@ def to_svg(scene: Scene, size: int) -> str:
         else:
             attrs.append('fill="none"')
         if s.stroke is not None and s.stroke_width > 0:
-            attrs.append(f'stroke="{_hex(s.stroke)}" stroke-width="{s.stroke_width:.2f}" '
-                         'stroke-linecap="round" stroke-linejoin="round"')
+            attrs.append(
+                f'stroke="{_hex(s.stroke)}" stroke-width="{s.stroke_width:.2f}" stroke-linecap="round" stroke-linejoin="round"'
+            )
         if s.opacity < 1.0:
             # per-paint opacity (not group opacity) to match the rasteriser's separate draws
             if s.fill is not None:
@@ -325,8 +333,13 @@ def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = N
             paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
             canvas.drawPath(sp, paint)
         if s.stroke is not None and s.stroke_width > 0:
-            paint = skia.Paint(AntiAlias=True, Style=skia.Paint.kStroke_Style, StrokeWidth=s.stroke_width,
-                               StrokeCap=skia.Paint.kRound_Cap, StrokeJoin=skia.Paint.kRound_Join)
+            paint = skia.Paint(
+                AntiAlias=True,
+                Style=skia.Paint.kStroke_Style,
+                StrokeWidth=s.stroke_width,
+                StrokeCap=skia.Paint.kRound_Cap,
+                StrokeJoin=skia.Paint.kRound_Join,
+            )
             paint.setColor4f(skia.Color4f(*s.stroke, s.opacity))
             canvas.drawPath(sp, paint)
         if s.clip is not None:

@@ -91,8 +91,7 @@ def tensorrt_status() -> tuple[bool, str]:
         import tensorrt as trt
     except ImportError:
         problems.append(
-            "the `tensorrt` Python package is not installed (NVIDIA's wheels: "
-            "`pip install tensorrt`, TensorRT >= 10)"
+            "the `tensorrt` Python package is not installed (NVIDIA's wheels: `pip install tensorrt`, TensorRT >= 10)"
         )
     except Exception as exc:  # e.g. OSError: libnvinfer.so missing or wrong CUDA
         problems.append(f"the `tensorrt` package failed to import ({type(exc).__name__}: {exc})")
@@ -113,10 +112,7 @@ def tensorrt_status() -> tuple[bool, str]:
     else:
         try:
             if torch.version.cuda is None:
-                problems.append(
-                    f"no CUDA GPU: torch {torch.__version__} is a CPU-only build "
-                    "(install a CUDA build of torch)"
-                )
+                problems.append(f"no CUDA GPU: torch {torch.__version__} is a CPU-only build (install a CUDA build of torch)")
             elif not torch.cuda.is_available():
                 problems.append(
                     "no CUDA GPU: torch sees no CUDA device (torch.cuda.is_available() is False; "
@@ -182,9 +178,7 @@ class Profile:
         opt = _as_shape(self.opt, f"profile {self.name!r} opt")
         hi = _as_shape(self.max, f"profile {self.name!r} max")
         if not len(lo) == len(opt) == len(hi):
-            raise ValueError(
-                f"profile {self.name!r}: min/opt/max ranks differ ({lo}, {opt}, {hi})"
-            )
+            raise ValueError(f"profile {self.name!r}: min/opt/max ranks differ ({lo}, {opt}, {hi})")
         if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
             raise ValueError(f"profile {self.name!r}: need min <= opt <= max per dim, got {lo}, {opt}, {hi}")
         object.__setattr__(self, "min", lo)
@@ -251,10 +245,7 @@ def normalize_profiles(profiles: ProfilesArg) -> list[list[Profile]]:
             return [[Profile(str(name), *triple) for name, triple in profiles.items()]]
         if all(isinstance(v, (list, tuple)) and v and all(isinstance(p, Profile) for p in v) for v in values):
             return [_check_unique(list(v), repr(k)) for k, v in profiles.items()]
-        raise TypeError(
-            "profiles must be {input: (min, opt, max)}, {input: Profile} or "
-            "{profile_label: [Profile, ...]}"
-        )
+        raise TypeError("profiles must be {input: (min, opt, max)}, {input: Profile} or {profile_label: [Profile, ...]}")
     items = list(profiles)
     if not items:
         return []
@@ -275,8 +266,7 @@ def check_profiles_against_inputs(inputs: Mapping[str, Sequence[int]], profiles:
     dynamic = [n for n, s in inputs.items() if any(int(d) < 0 for d in s)]
     if dynamic and not profiles:
         raise ValueError(
-            f"input(s) {dynamic} have dynamic dims {[tuple(inputs[n]) for n in dynamic]}; "
-            "pass profiles={name: (min, opt, max)}"
+            f"input(s) {dynamic} have dynamic dims {[tuple(inputs[n]) for n in dynamic]}; pass profiles={{name: (min, opt, max)}}"
         )
     for index, group in enumerate(profiles):
         by_name = {p.name: p for p in group}
@@ -310,10 +300,7 @@ def _compute_capability() -> tuple[int, int]:
 
 def _profiles_for_key(profiles: list[list[Profile]]) -> list[list[list[Any]]]:
     # order of inputs inside a profile is irrelevant; order of profiles is the engine index
-    return [
-        [[p.name, list(p.min), list(p.opt), list(p.max)] for p in sorted(group, key=lambda p: p.name)]
-        for group in profiles
-    ]
+    return [[[p.name, list(p.min), list(p.opt), list(p.max)] for p in sorted(group, key=lambda p: p.name)] for group in profiles]
 
 
 def _load_timing_cache(config: Any, path: Path) -> Any:
@@ -631,9 +618,7 @@ class TensorRTSession:
                 if not self._context.execute_async_v3(handle):
                     raise RuntimeError(f"TensorRT execution failed for {self.onnx_path.name} (see log)")
                 # .cpu() copies on the current (our) stream and waits for it
-                result = {
-                    n: (v.float() if v.dtype == torch.bfloat16 else v).cpu().numpy() for n, v in outputs.items()
-                }
+                result = {n: (v.float() if v.dtype == torch.bfloat16 else v).cpu().numpy() for n, v in outputs.items()}
             self._stream.synchronize()
         return result
 

@@ -46,8 +46,17 @@ def main() -> None:
     direction /= np.linalg.norm(direction)
     proj = synth_arr @ direction
     mid = 0.5 * (proj[labels_arr].mean() + proj[~labels_arr].mean())
-    spread = float(np.std(np.concatenate([proj[labels_arr] - proj[labels_arr].mean(), proj[~labels_arr] - proj[~labels_arr].mean()])))
-    np.savez(STATS_PATH, center=center, code_scale=scale, gender_direction=direction.astype(np.float32), gender_mid=np.float32(mid), gender_spread=np.float32(spread))
+    spread = float(
+        np.std(np.concatenate([proj[labels_arr] - proj[labels_arr].mean(), proj[~labels_arr] - proj[~labels_arr].mean()]))
+    )
+    np.savez(
+        STATS_PATH,
+        center=center,
+        code_scale=scale,
+        gender_direction=direction.astype(np.float32),
+        gender_mid=np.float32(mid),
+        gender_spread=np.float32(spread),
+    )
     print(f"wrote {STATS_PATH}: {len(synth)} synthetic + {len(real)} real embeddings; gender mid {mid:.4f} spread {spread:.4f}")
 
 

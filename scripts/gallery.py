@@ -41,7 +41,12 @@ def main(out: Path = ROOT / "docs" / "gallery.png") -> None:
         x, y = (i % COLS) * TILE, (i // COLS) * (TILE + CAPTION)
         sheet.paste(tile, (x, y))
         draw.text((x + 4, y + TILE + 2), f"{voice.name} ({voice.gender[0].upper()})", fill="black", font=font)
-        draw.text((x + 4, y + TILE + 17), f"p_f {update.p_female:.2f} · {update.age_label} · conf {update.confidence:.2f}", fill="#555", font=font)
+        draw.text(
+            (x + 4, y + TILE + 17),
+            f"p_f {update.p_female:.2f} · {update.age_label} · conf {update.confidence:.2f}",
+            fill="#555",
+            font=font,
+        )
         print(f"[{i + 1}/{len(chosen)}] {voice.name}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)

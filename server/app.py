@@ -52,8 +52,7 @@ def json_error(message: str, status: int, headers: dict[str, str] | None = None)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None,
-                 renderer_factory: Callable[[int], Any] | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
         self.config = config
         self.engine = engine
         self.renderer_factory = renderer_factory
@@ -88,9 +87,10 @@ class ServerState:
             from engines.pipeline import AvatarEngine
 
             loop = asyncio.get_running_loop()
-            self.engine = await loop.run_in_executor(self.model_executor,
-                                                     lambda: AvatarEngine(backend=self.config.backend,
-                                                                          room_secret=os.environ.get("S2F_ROOM_SECRET", "")))
+            self.engine = await loop.run_in_executor(
+                self.model_executor,
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+            )
         if self.renderer_factory is None:
             from engines.render import AvatarRenderer
 
@@ -143,8 +143,19 @@ class ServerState:
             loop = asyncio.get_running_loop()
             renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
             pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
-            call = Call(pc, self.config, options, self.engine, self.batcher, self.model_executor, self.metrics,
-                        renderer, self.renderer_factory, self.render_executor, on_closed=self.call_closed)
+            call = Call(
+                pc,
+                self.config,
+                options,
+                self.engine,
+                self.batcher,
+                self.model_executor,
+                self.metrics,
+                renderer,
+                self.renderer_factory,
+                self.render_executor,
+                on_closed=self.call_closed,
+            )
             self.admission.release(placeholder)
             self.admission.acquire(call.id)  # cannot fail: we just freed a slot
             self.calls[call.id] = call
@@ -172,12 +183,28 @@ class ServerState:
             raise
 
     def options_json(self) -> dict:
-        ice_servers = [] if self.config.is_loopback else [
-            {"urls": s.urls, **({"username": s.username} if s.username else {}),
-             **({"credential": s.credential} if s.credential else {})} for s in self.config.ice_servers]
-        return {"sizes": list(SIZES), "privacy_modes": list(PRIVACY_MODES), "default_size": self.config.size,
-                "default_privacy": self.config.privacy, "fps": self.config.fps, "skin_tones": _skin_tones(),
-                "ice_servers": ice_servers, "confident_seconds": CONFIDENT_SECONDS}
+        ice_servers = (
+            []
+            if self.config.is_loopback
+            else [
+                {
+                    "urls": s.urls,
+                    **({"username": s.username} if s.username else {}),
+                    **({"credential": s.credential} if s.credential else {}),
+                }
+                for s in self.config.ice_servers
+            ]
+        )
+        return {
+            "sizes": list(SIZES),
+            "privacy_modes": list(PRIVACY_MODES),
+            "default_size": self.config.size,
+            "default_privacy": self.config.privacy,
+            "fps": self.config.fps,
+            "skin_tones": _skin_tones(),
+            "ice_servers": ice_servers,
+            "confident_seconds": CONFIDENT_SECONDS,
+        }
 
 
 def _load_malloc_trim():
@@ -235,8 +262,10 @@ def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessio
         raise BadRequest('"frame_events" must be true or false')
     if config.is_loopback:
         sdp = ice.keep_loopback_candidates(sdp)
-    return (CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size, frame_events=frame_events),
-            RTCSessionDescription(sdp=sdp, type="offer"))
+    return (
+        CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size, frame_events=frame_events),
+        RTCSessionDescription(sdp=sdp, type="offer"),
+    )
 
 
 # --- handlers ---
@@ -294,9 +323,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     ready = state.engine is not None and state.renderer_factory is not None
-    body = {"status": "ok" if ready else "loading", "sessions": len(state.calls),
-            "budget": state.config.session_budget, "uptime_s": round(time.time() - state.started_at, 1),
-            "pid": os.getpid()}
+    body = {
+        "status": "ok" if ready else "loading",
+        "sessions": len(state.calls),
+        "budget": state.config.session_budget,
+        "uptime_s": round(time.time() - state.started_at, 1),
+        "pid": os.getpid(),
+    }
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -333,19 +366,20 @@ async def call_avatar(request: web.Request) -> web.Response:
     name = f"speech2face-v{call.current.version}"
     if fmt == "png":
         body = await loop.run_in_executor(state.render_executor, render_png, params, size)
-        return web.Response(body=body, content_type="image/png",
-                            headers={"Content-Disposition": f'attachment; filename="{name}.png"'})
+        return web.Response(
+            body=body, content_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}.png"'}
+        )
     text = await loop.run_in_executor(state.render_executor, render_svg, params, size)
-    return web.Response(text=text, content_type="image/svg+xml",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.svg"'})
+    return web.Response(
+        text=text, content_type="image/svg+xml", headers={"Content-Disposition": f'attachment; filename="{name}.svg"'}
+    )
 
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
-def create_app(config: ServerConfig, engine: Any = None,
-               renderer_factory: Callable[[int], Any] | None = None) -> web.Application:
+def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
     from . import avatar_api
 

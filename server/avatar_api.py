@@ -15,8 +15,14 @@ from aiohttp import BodyPartReader, web
 from .config import SIZES
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json"}
-_MIME_TO_FORMAT = {"image/png": "png", "image/svg+xml": "svg", "image/svg": "svg", "application/json": "json",
-                   "image/*": "png", "*/*": "png"}
+_MIME_TO_FORMAT = {
+    "image/png": "png",
+    "image/svg+xml": "svg",
+    "image/svg": "svg",
+    "application/json": "json",
+    "image/*": "png",
+    "*/*": "png",
+}
 
 
 class UploadError(Exception):
@@ -113,11 +119,10 @@ async def avatar(request: web.Request) -> web.Response:
             raise UploadError("engine is still loading", 503)
         data = await read_audio_body(request, cfg.max_upload_bytes)
         if not data:
-            raise UploadError("empty body: send an audio file (raw body or multipart field \"audio\")")
+            raise UploadError('empty body: send an audio file (raw body or multipart field "audio")')
         overrides = {"skin_tone": tone} if tone not in (None, "", "auto") else None
         loop = asyncio.get_running_loop()
-        update = await loop.run_in_executor(state.model_executor, _analyse, state.engine, data,
-                                            cfg.max_upload_seconds, overrides)
+        update = await loop.run_in_executor(state.model_executor, _analyse, state.engine, data, cfg.max_upload_seconds, overrides)
         params = update.params
         if fmt == "json":
             outcome = "ok"
@@ -128,8 +133,7 @@ async def avatar(request: web.Request) -> web.Response:
         if fmt == "png":
             png = await loop.run_in_executor(state.model_executor, render_png, params, size)
             outcome = "ok"
-            return web.Response(body=png, content_type="image/png",
-                                headers={"X-S2F-Version": str(update.version)})
+            return web.Response(body=png, content_type="image/png", headers={"X-S2F-Version": str(update.version)})
         svg = await loop.run_in_executor(state.model_executor, render_svg, params, size)
         outcome = "ok"
         return web.Response(text=svg, content_type="image/svg+xml")

@@ -56,16 +56,25 @@ class CallOptions:
 def status_json(update: Any, kind: str = "status") -> dict:
     """The engine's Update JSON plus flat fields the client and tests read directly."""
     body = dict(update.to_json())
-    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3),
-                 "params": update.params.as_dict()})
+    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3), "params": update.params.as_dict()})
     return body
 
 
 class Call:
-    def __init__(self, pc: RTCPeerConnection, config: ServerConfig, options: CallOptions, engine: Any,
-                 batcher: ModelBatcher, executor: Executor, metrics: Metrics, renderer: Renderer,
-                 renderer_factory: Callable[[int], Renderer], render_executor: Executor,
-                 on_closed: Callable[["Call"], None]) -> None:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        config: ServerConfig,
+        options: CallOptions,
+        engine: Any,
+        batcher: ModelBatcher,
+        executor: Executor,
+        metrics: Metrics,
+        renderer: Renderer,
+        renderer_factory: Callable[[int], Renderer],
+        render_executor: Executor,
+        on_closed: Callable[["Call"], None],
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
         self.config = config
@@ -95,13 +104,24 @@ class Call:
         if options.skin_tone is not None:
             self._overrides["skin_tone"] = options.skin_tone
         self._model_lock = asyncio.Lock()  # the pipeline is not thread-safe: one job at a time
-        self.pipeline = engine.pipeline(privacy=options.privacy, room=options.room,
-                                        overrides=dict(self._overrides) or None,
-                                        max_speech_seconds=config.max_speech_seconds)
+        self.pipeline = engine.pipeline(
+            privacy=options.privacy,
+            room=options.room,
+            overrides=dict(self._overrides) or None,
+            max_speech_seconds=config.max_speech_seconds,
+        )
         self.current = self.pipeline.current
         self.mouth = MouthEnvelope()
-        self.video = AvatarVideoTrack(renderer, renderer_factory, options.size, config.fps, self.mouth,
-                                      render_executor, Blinker(seed=int(self.id[:8], 16)), on_frame=self._on_frame)
+        self.video = AvatarVideoTrack(
+            renderer,
+            renderer_factory,
+            options.size,
+            config.fps,
+            self.mouth,
+            render_executor,
+            Blinker(seed=int(self.id[:8], 16)),
+            on_frame=self._on_frame,
+        )
         self.video.set_face(self.current.params, self.current.version)
 
         pc.on("track", self._on_track)
@@ -185,8 +205,7 @@ class Call:
 
     async def _apply_overrides(self) -> None:
         async with self._model_lock:
-            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides,
-                                                      dict(self._overrides))
+            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides, dict(self._overrides))
         self._accept_update(update)
 
     def _accept_update(self, update: Any) -> None:
@@ -293,8 +312,15 @@ class Call:
 
     def _send_status(self, update: Any, kind: str = "status") -> None:
         body = status_json(update, kind)
-        body.update({"call_id": self.id, "size": self.video.size, "fps": self.config.fps,
-                     "privacy": self.options.privacy, "skin_tone": self._overrides.get("skin_tone")})
+        body.update(
+            {
+                "call_id": self.id,
+                "size": self.video.size,
+                "fps": self.config.fps,
+                "privacy": self.options.privacy,
+                "skin_tone": self._overrides.get("skin_tone"),
+            }
+        )
         self._send(body)
 
     def _on_frame(self, info: FrameInfo) -> None:
@@ -310,6 +336,7 @@ class Call:
         """Close from a callback that cannot await; the task is kept until it finishes."""
         if not self._closing and self._closer is None:
             self._closer = asyncio.ensure_future(self.close(reason))
+
     async def close(self, reason: str = "closed") -> None:
         if self._closing:
             await self.closed.wait()

@@ -94,8 +94,13 @@ def parse_ice_servers(text: str | None) -> tuple[IceServer, ...]:
         out = []
         for item in items:
             urls = item["urls"]
-            out.append(IceServer(urls=[urls] if isinstance(urls, str) else list(urls),
-                                 username=item.get("username"), credential=item.get("credential")))
+            out.append(
+                IceServer(
+                    urls=[urls] if isinstance(urls, str) else list(urls),
+                    username=item.get("username"),
+                    credential=item.get("credential"),
+                )
+            )
         return tuple(out)
     out = []
     for url in filter(None, (u.strip() for u in text.split(","))):
@@ -136,10 +141,16 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``serve`` flags to a parser (the CLI owns the parser; we own the flags)."""
     for name, (env, typ, help_) in _OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
-                            help=f"{help_} [env {_ENV_PREFIX}{env}]")
-    parser.add_argument("--no-frame-events", dest="frame_events", action="store_false", default=None,
-                        help=f"refuse per-frame mouth telemetry even when a caller asks [env {_ENV_PREFIX}FRAME_EVENTS=0]")
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=f"{help_} [env {_ENV_PREFIX}{env}]"
+        )
+    parser.add_argument(
+        "--no-frame-events",
+        dest="frame_events",
+        action="store_false",
+        default=None,
+        help=f"refuse per-frame mouth telemetry even when a caller asks [env {_ENV_PREFIX}FRAME_EVENTS=0]",
+    )
     parser.add_argument("--static-dir", dest="static_dir", default=None, help="serve the web client from here")
     return parser
 
@@ -150,8 +161,7 @@ def _coerce(name: str, raw: Any) -> Any:
     return raw
 
 
-def from_sources(args: argparse.Namespace | dict[str, Any] | None = None,
-                 environ: dict[str, str] | None = None) -> ServerConfig:
+def from_sources(args: argparse.Namespace | dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:
     """Flags over ``S2F_*`` environment over defaults."""
     environ = dict(os.environ if environ is None else environ)
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})

@@ -33,9 +33,9 @@ def rtc_configuration(config: ServerConfig) -> RTCConfiguration:
     """Never the aiortc default (a public STUN server): none, or exactly what was configured."""
     if config.is_loopback:
         return RTCConfiguration(iceServers=[])
-    return RTCConfiguration(iceServers=[
-        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers
-    ])
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers]
+    )
 
 
 def _is_loopback_address(address: str) -> bool:

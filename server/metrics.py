@@ -19,19 +19,33 @@ class Metrics:
         self.sessions_total = Counter("s2f_sessions", "Calls admitted", registry=r)
         self.rejected_sessions = Counter("s2f_rejected_sessions", "Offers refused with 503 (budget full)", registry=r)
         self.frames_sent = Counter("s2f_frames_sent", "Avatar video frames handed to the encoder", registry=r)
-        self.fps_delivered = Gauge("s2f_fps_delivered", "Mean video frames per second per live call over the last window", registry=r)
+        self.fps_delivered = Gauge(
+            "s2f_fps_delivered", "Mean video frames per second per live call over the last window", registry=r
+        )
         self.refinement_latency = Histogram(
-            "s2f_refinement_latency_seconds", "Wall time of a pipeline push that produced a refinement (queue + compute)",
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=r)
+            "s2f_refinement_latency_seconds",
+            "Wall time of a pipeline push that produced a refinement (queue + compute)",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            registry=r,
+        )
         self.first_frame_seconds = Histogram(
-            "s2f_first_frame_seconds", "Offer received → first video frame produced",
-            buckets=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0), registry=r)
+            "s2f_first_frame_seconds",
+            "Offer received → first video frame produced",
+            buckets=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=r,
+        )
         self.mouth_age_seconds = Histogram(
-            "s2f_mouth_age_seconds", "Age of the newest audio behind a frame's mouth when the frame is made",
-            buckets=(0.005, 0.01, 0.02, 0.04, 0.067, 0.087, 0.12, 0.25), registry=r)
+            "s2f_mouth_age_seconds",
+            "Age of the newest audio behind a frame's mouth when the frame is made",
+            buckets=(0.005, 0.01, 0.02, 0.04, 0.067, 0.087, 0.12, 0.25),
+            registry=r,
+        )
         self.loop_lag = Histogram(
-            "s2f_event_loop_lag_seconds", "How late a 250 ms timer fires on the event loop (signalling, pacing and audio all share it)",
-            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
+            "s2f_event_loop_lag_seconds",
+            "How late a 250 ms timer fires on the event loop (signalling, pacing and audio all share it)",
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.avatar_requests = Counter("s2f_avatar_requests", "POST /v1/avatar by outcome", ["outcome"], registry=r)
         self.closed_sessions = Counter("s2f_closed_sessions", "Calls closed, by reason", ["reason"], registry=r)
 

@@ -37,8 +37,7 @@ def fix_mmap_threshold(threshold: int = 64 * 1024) -> None:
         pass
 
 
-async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; always cleans up."""
     from aiohttp import web
 
@@ -56,8 +55,14 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    log.info("serving on http://%s:%d/ (budget %d calls, %d px @ %g fps)", config.host,
-             config.port, config.session_budget, config.size, config.fps)
+    log.info(
+        "serving on http://%s:%d/ (budget %d calls, %d px @ %g fps)",
+        config.host,
+        config.port,
+        config.session_budget,
+        config.size,
+        config.fps,
+    )
     print(f"speech2face: serving on http://{config.host}:{config.port}/", flush=True)
     if ready is not None:
         ready.set()
@@ -77,8 +82,9 @@ def run(config: ServerConfig) -> int:
     """Blocking entry for the CLI; returns the process exit code."""
     pin_threads()
     fix_mmap_threshold()
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
     try:

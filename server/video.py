@@ -27,8 +27,8 @@ from typing import Callable, Protocol
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.video.reformatter import VideoReformatter
 
 from .blink import Blinker
 from .mouth import MouthEnvelope
@@ -62,10 +62,18 @@ class FrameInfo:
     cached: bool
 
     def to_json(self) -> dict:
-        return {"type": "frame", "seq": self.seq, "pts": self.pts, "t": round(self.t, 4),
-                "mouth": round(self.mouth, 4), "audio_t": round(self.audio_t, 4),
-                "mouth_age_ms": round(self.mouth_age * 1000, 2), "blink": round(self.blink, 3),
-                "morph": round(self.morph, 3), "version": self.version}
+        return {
+            "type": "frame",
+            "seq": self.seq,
+            "pts": self.pts,
+            "t": round(self.t, 4),
+            "mouth": round(self.mouth, 4),
+            "audio_t": round(self.audio_t, 4),
+            "mouth_age_ms": round(self.mouth_age * 1000, 2),
+            "blink": round(self.blink, 3),
+            "morph": round(self.morph, 3),
+            "version": self.version,
+        }
 
 
 def smoothstep(x: float) -> float:
@@ -124,9 +132,9 @@ class IncrementalYuv:
                     ys, cs = h * w, (h // 2) * (w // 2)
                     bys, bcs = bh * w, (bh // 2) * (w // 2)
                     c0, c1 = (r0 // 2) * (w // 2), (r1 // 2) * (w // 2)
-                    flat[r0 * w:r1 * w] = band[:bys]
-                    flat[ys + c0:ys + c1] = band[bys:bys + bcs]
-                    flat[ys + cs + c0:ys + cs + c1] = band[bys + bcs:bys + 2 * bcs]
+                    flat[r0 * w : r1 * w] = band[:bys]
+                    flat[ys + c0 : ys + c1] = band[bys : bys + bcs]
+                    flat[ys + cs + c0 : ys + cs + c1] = band[bys + bcs : bys + 2 * bcs]
         self._rgb, self._yuv = rgb, yuv
         return yuv
 
@@ -159,10 +167,18 @@ class AvatarVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, renderer: Renderer, renderer_factory: Callable[[int], Renderer], size: int, fps: float,
-                 mouth: MouthEnvelope, render_executor: Executor | None = None, blinker: Blinker | None = None,
-                 on_frame: Callable[[FrameInfo], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        renderer: Renderer,
+        renderer_factory: Callable[[int], Renderer],
+        size: int,
+        fps: float,
+        mouth: MouthEnvelope,
+        render_executor: Executor | None = None,
+        blinker: Blinker | None = None,
+        on_frame: Callable[[FrameInfo], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self._factory = renderer_factory
         self._executor = render_executor
@@ -226,8 +242,7 @@ class AvatarVideoTrack(MediaStreamTrack):
             self._pending = None
             self._applying_what = ("size", size, params, version)
             self._applying = self._run(self._build, size, params)
-        elif (self._pending is not None and not self._morph_running(now)
-              and now - self._last_apply >= self.min_face_interval):
+        elif self._pending is not None and not self._morph_running(now) and now - self._last_apply >= self.min_face_interval:
             params, version = self._pending
             self._pending = None
             if self._params is not None and not visibly_different(self._params, params):
@@ -345,7 +360,19 @@ class AvatarVideoTrack(MediaStreamTrack):
         if self.first_frame_at is None:
             self.first_frame_at = now
         if self._on_frame is not None:
-            self._on_frame(FrameInfo(self._seq, pts, now - (self._start or now), mouth, reading.audio_t,
-                                     reading.age, blink, morph, self._version, cached))
+            self._on_frame(
+                FrameInfo(
+                    self._seq,
+                    pts,
+                    now - (self._start or now),
+                    mouth,
+                    reading.audio_t,
+                    reading.age,
+                    blink,
+                    morph,
+                    self._version,
+                    cached,
+                )
+            )
         self._seq += 1
         return frame

@@ -88,8 +88,8 @@ def run_bench(quick: bool = False, json_out: str | None = None) -> int:
     print("encoder (GE2E, one 1.6 s partial):")
     for batch in (1, 16):
         x = mels[:batch]
-        t_ms = _median_ms(lambda: torch_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
-        o_ms = _median_ms(lambda: ort_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
+        t_ms = _median_ms(lambda x=x: torch_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
+        o_ms = _median_ms(lambda x=x: ort_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
         row(f"torch, batch {batch} (ms per partial)", t_ms, "ms", "baseline")
         row(f"onnx runtime, batch {batch} (ms per partial)", o_ms, "ms", f"{t_ms / o_ms:.2f}x torch's speed")
         if batch == 1:

@@ -112,7 +112,9 @@ def summarise(results: list[ClipResult]) -> dict:
         if not scored:
             continue
         ours = [r.at[k].gender == r.gender for r in scored]
-        base = [(r.at[k].f0_median_hz > BASELINE_HZ) == (r.gender == "female") for r in scored if not math.isnan(r.at[k].f0_median_hz)]
+        base = [
+            (r.at[k].f0_median_hz > BASELINE_HZ) == (r.gender == "female") for r in scored if not math.isnan(r.at[k].f0_median_hz)
+        ]
         confident_wrong = [r.at[k].gender != r.gender and max(r.at[k].p_female, 1 - r.at[k].p_female) > 0.8 for r in scored]
         rep["gender"][k] = {
             "n": len(scored),
@@ -151,7 +153,12 @@ def _retrieval(results: list[ClipResult]) -> dict:
         hits = [speakers[int(np.argmin(d[i]))] == speakers[i] for i in multi]
         out[name] = float(np.mean(hits))
     same = [np.linalg.norm(face[i] - face[j]) for i in multi for j in multi if i < j and speakers[i] == speakers[j]]
-    diff = [np.linalg.norm(face[i] - face[j]) for i in range(len(results)) for j in range(i + 1, len(results)) if speakers[i] != speakers[j]]
+    diff = [
+        np.linalg.norm(face[i] - face[j])
+        for i in range(len(results))
+        for j in range(i + 1, len(results))
+        if speakers[i] != speakers[j]
+    ]
     out["face_distance_same_speaker"] = float(np.mean(same))
     out["face_distance_different_speakers"] = float(np.mean(diff))
     return out
@@ -192,19 +199,47 @@ def _plots(results: list[ClipResult], rep: dict, out_dir: Path) -> None:
 
 
 def _markdown(rep: dict, manifest: Path, seconds: float) -> str:
-    lines = [f"# speech2face eval: {manifest.name}", "", f"{rep['n_clips']} clips decoded; {rep['n_gender_scored']} with a trusted adult gender label; {seconds:.0f} s.", ""]
-    lines += ["## Gender presentation agreement", "", "| speech heard | n | speech2face | F0 > 165 Hz | confidently wrong (p>0.8) | mean confidence |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# speech2face eval: {manifest.name}",
+        "",
+        f"{rep['n_clips']} clips decoded; {rep['n_gender_scored']} with a trusted adult gender label; {seconds:.0f} s.",
+        "",
+    ]
+    lines += [
+        "## Gender presentation agreement",
+        "",
+        "| speech heard | n | speech2face | F0 > 165 Hz | confidently wrong (p>0.8) | mean confidence |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, g in rep["gender"].items():
-        lines.append(f"| {k if k == 'full' else k + ' s'} | {g['n']} | {g['ours']:.1%} | {g['f0_threshold']:.1%} | {g['confidently_wrong']} | {g['mean_confidence']:.2f} |")
+        lines.append(
+            f"| {k if k == 'full' else k + ' s'} | {g['n']} | {g['ours']:.1%} | {g['f0_threshold']:.1%} "
+            f"| {g['confidently_wrong']} | {g['mean_confidence']:.2f} |"
+        )
     full = rep["gender"].get("full")
     if full and full["errors"]:
         lines += ["", "Disagreements (full clip): " + ", ".join(full["errors"])]
     if rep["age"]:
-        lines += ["", "## Age band", "", f"Agreement {rep['age']['agreement']:.1%} over {rep['age']['n']} clips with a known age.", "", "| file | label | ours | p(label) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Age band",
+            "",
+            f"Agreement {rep['age']['agreement']:.1%} over {rep['age']['n']} clips with a known age.",
+            "",
+            "| file | label | ours | p(label) |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {f} | {a} | {b} | {p} |" for f, a, b, p in rep["age"]["rows"]]
     r = rep["retrieval"]
     if r:
-        lines += ["", "## Same-speaker retrieval (top-1)", "", f"{r['queries']} queries (speakers with ≥ 2 clips): embedding {r['embedding']:.1%}, face vector {r['face_vector']:.1%}.",
-                  f"Mean face-vector distance: same speaker {r['face_distance_same_speaker']:.3f}, different speakers {r['face_distance_different_speakers']:.3f}."]
+        lines += [
+            "",
+            "## Same-speaker retrieval (top-1)",
+            "",
+            f"{r['queries']} queries (speakers with ≥ 2 clips): embedding {r['embedding']:.1%}, "
+            f"face vector {r['face_vector']:.1%}.",
+            f"Mean face-vector distance: same speaker {r['face_distance_same_speaker']:.3f}, "
+            f"different speakers {r['face_distance_different_speakers']:.3f}.",
+        ]
     lines += ["", "![gender vs seconds](gender_vs_seconds.png)", "", "![p_female by label](p_female_by_label.png)", ""]
     return "\n".join(lines)

@@ -39,8 +39,7 @@ from tests import voices  # noqa: E402
 def _require_tools() -> None:
     """Local convenience only: CI installs espeak-ng, so there these always run."""
     if not voices.espeak_available():
-        pytest.skip("espeak-ng and/or sox not installed "
-                    "(apt-get install espeak-ng sox libsox-fmt-all mbrola mbrola-us1 ...)")
+        pytest.skip("espeak-ng and/or sox not installed (apt-get install espeak-ng sox libsox-fmt-all mbrola mbrola-us1 ...)")
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +73,10 @@ def bad_inputs() -> dict[str, Path]:
 def speech_wav() -> dict[str, Path]:
     """One clean ~6.6 s clip per label: ``{"female": Path, "male": Path}`` (16 kHz mono WAV)."""
     _require_tools()
-    return {g: voices.synthesize(voices.voice_by_name(name), voices.SPEECH_WAV_SENTENCE)
-            for g, name in voices.SPEECH_WAV_VOICES.items()}
+    return {
+        g: voices.synthesize(voices.voice_by_name(name), voices.SPEECH_WAV_SENTENCE)
+        for g, name in voices.SPEECH_WAV_VOICES.items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,10 @@ def to_48k(pcm16k: np.ndarray) -> np.ndarray:
 
 def make_speech_wav(path: Path, voice: str = "en+f3", text: str | None = None) -> Path:
     """~6 s of espeak-ng speech at 16 kHz mono (for development when conftest is absent)."""
-    text = text or ("The quick brown fox jumps over the lazy dog. I am talking to the avatar now, "
-                    "and it should listen to my voice while I keep speaking for a few seconds.")
+    text = text or (
+        "The quick brown fox jumps over the lazy dog. I am talking to the avatar now, "
+        "and it should listen to my voice while I keep speaking for a few seconds."
+    )
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
     if shutil.which("sox"):
@@ -104,7 +106,7 @@ class ArrayAudioTrack(MediaStreamTrack):
             wait = self._start + self._n * AUDIO_PTIME - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        chunk = self._pcm[self._pos:self._pos + SAMPLES_PER_FRAME]
+        chunk = self._pcm[self._pos : self._pos + SAMPLES_PER_FRAME]
         self._pos += SAMPLES_PER_FRAME
         if self._loop and self._pos >= len(self._pcm):
             self._pos = 0
@@ -131,8 +133,7 @@ class CallResult:
 class Caller:
     """A Python WebRTC caller: sends audio, receives the avatar video and status events."""
 
-    def __init__(self, base_url: str, audio: MediaStreamTrack, keep_last_frame: bool = False,
-                 frame_events: bool = True) -> None:
+    def __init__(self, base_url: str, audio: MediaStreamTrack, keep_last_frame: bool = False, frame_events: bool = True) -> None:
         self.base_url = base_url
         self.audio = audio
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

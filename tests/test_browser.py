@@ -23,11 +23,21 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromiu
 
 
 def chromium_args(wav: Path) -> list[str]:
-    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required"]
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
 
 
 @pytest_asyncio.fixture
@@ -47,8 +57,12 @@ async def test_browser_joins_and_sees_avatar(server, speech_wav, tmp_path):
     profile = tmp_path / "profile"
     async with async_playwright() as p:
         ctx = await p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=chromium_args(wav),
-            viewport={"width": 1000, "height": 720})
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=chromium_args(wav),
+            viewport={"width": 1000, "height": 720},
+        )
         try:
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
             console: list[str] = []
@@ -65,8 +79,7 @@ async def test_browser_joins_and_sees_avatar(server, speech_wav, tmp_path):
             t1 = await page.evaluate("document.getElementById('avatar').currentTime")
             assert frames1 - frames0 >= 30, (frames0, frames1)
             assert t1 > t0
-            await page.wait_for_function("parseFloat(document.getElementById('heard').textContent) >= 2.0",
-                                         timeout=15_000)
+            await page.wait_for_function("parseFloat(document.getElementById('heard').textContent) >= 2.0", timeout=15_000)
             heard1 = float(await page.text_content("#heard"))
             assert heard1 > heard0
             assert await page.evaluate("window.s2f.framesSeen") > 30

@@ -157,7 +157,12 @@ def test_pitch_moved_voices_are_never_confidently_wrong(pitch_sweep, onnx_engine
 
 
 def test_same_voice_is_closer_than_different_voices(voice_corpus, onnx_engine):
-    names = [v.name for v in voices.VOICES if v.engine == "mbrola"] + ["espeak-en-f3", "espeak-en-m7", "espeak-de-m4", "espeak-es-f2"]
+    names = [v.name for v in voices.VOICES if v.engine == "mbrola"] + [
+        "espeak-en-f3",
+        "espeak-en-m7",
+        "espeak-de-m4",
+        "espeak-es-f2",
+    ]
     vecs = {n: [onnx_engine.analyze(_pcm(p)).params.vector for p in voice_corpus[n][:2]] for n in names}
     same = {n: float(np.linalg.norm(a - b)) for n, (a, b) in vecs.items()}
     diff = {(m, n): float(np.linalg.norm(vecs[m][0] - vecs[n][1])) for m, n in itertools.permutations(names, 2)}

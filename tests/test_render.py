@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.face import FaceParams, SPECS_BY_NAME
+from engines.face import SPECS_BY_NAME, FaceParams
 from engines.render import AvatarRenderer, render_png, render_svg
 from engines.render_face import HAIR_LENGTH_RANGE, resolve_hair_style
 

@@ -110,12 +110,18 @@ async def test_sigterm_closes_peers_and_exits_cleanly(voice48k):
     use_loopback()
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", S2F_SESSION_BUDGET="3", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "server.serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     caller = Caller(url, ArrayAudioTrack(voice48k, loop=True))
     try:
         async with aiohttp.ClientSession() as session:
+
             async def healthy() -> bool:
                 try:
                     return (await session.get(url + "/healthz")).status == 200

@@ -35,7 +35,7 @@ def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> n
     out = []
     for t in ends:
         b = int(round(t * AUDIO_RATE))
-        seg = pcm48k[max(0, b - n):b]
+        seg = pcm48k[max(0, b - n) : b]
         rms = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if len(seg) else 0.0
         out.append(20 * np.log10(max(rms, 1e-6)))
     return np.array(out)
@@ -45,8 +45,9 @@ def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> n
 async def test_loopback_call(server, onnx_engine, speech_wav):
     url, state = server
     speech = read_wav_16k(speech_wav["female"])
-    sent48 = np.concatenate([np.zeros(int(LEAD_S * AUDIO_RATE), np.float32), to_48k(speech),
-                             np.zeros(int(TAIL_S * AUDIO_RATE), np.float32)])
+    sent48 = np.concatenate(
+        [np.zeros(int(LEAD_S * AUDIO_RATE), np.float32), to_48k(speech), np.zeros(int(TAIL_S * AUDIO_RATE), np.float32)]
+    )
     speech_end = LEAD_S + len(speech) / 16_000
     caller = Caller(url, ArrayAudioTrack(sent48))
     async with aiohttp.ClientSession() as session:
@@ -55,8 +56,7 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
         assert await wait_for(lambda: caller.first_frame_at is not None, 5.0), "no video frame within 5 s"
         assert caller.first_frame_at - caller.offer_at < 5.0
         total = len(sent48) / AUDIO_RATE
-        await wait_for(lambda: bool(caller.result.frames) and caller.result.frames[-1]["audio_t"] >= total - 0.05,
-                       total + 10.0)
+        await wait_for(lambda: bool(caller.result.frames) and caller.result.frames[-1]["audio_t"] >= total - 0.05, total + 10.0)
         await asyncio.sleep(0.5)
         metrics_text = await (await session.get(url + "/metrics")).text()
     await caller.close()
@@ -104,8 +104,10 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     ref = envelope_db(sent48, t)
     talking = (t > LEAD_S + 0.1) & (t < speech_end)
     r = float(np.corrcoef(mouth[talking], np.clip(ref[talking], -60, 0))[0, 1])
-    print(f"\nmouth/energy r={r:.3f}; live-vs-oneshot mean {diff.mean():.4f} max {diff.max():.4f}; "
-          f"ttff {caller.first_frame_at - caller.offer_at:.3f} s; versions {versions[-1]}")
+    print(
+        f"\nmouth/energy r={r:.3f}; live-vs-oneshot mean {diff.mean():.4f} max {diff.max():.4f}; "
+        f"ttff {caller.first_frame_at - caller.offer_at:.3f} s; versions {versions[-1]}"
+    )
     assert r > 0.6, f"mouth/energy correlation {r:.2f}"
     assert mouth[talking].max() > 0.5
     silent = ((t > 0.1) & (t < LEAD_S - 0.05)) | (t > speech_end + 0.15)

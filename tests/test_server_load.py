@@ -55,9 +55,13 @@ async def test_load_n_peers(speech_wav):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "server.serve", "--port", str(port),
-                             "--session-budget", str(PEERS + 2), "--no-frame-events"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("S2F_LOAD_LOG", os.devnull), "w"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.serve", "--port", str(port), "--session-budget", str(PEERS + 2), "--no-frame-events"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ.get("S2F_LOAD_LOG", os.devnull), "w"),
+    )
     voices = [to_48k(read_wav_16k(p)) for p in (speech_wav["female"], speech_wav["male"])]
     try:
         async with aiohttp.ClientSession() as session:
@@ -88,8 +92,9 @@ async def test_load_n_peers(speech_wav):
             for c in callers:  # staggered joins, as real callers arrive
                 assert (await c.connect(session)).status == 200
                 await asyncio.sleep(0.05)
-            assert await wait_for(lambda: all(c.first_frame_at for c in callers), 15.0), \
-                [c.first_frame_at is not None for c in callers]
+            assert await wait_for(lambda: all(c.first_frame_at for c in callers), 15.0), [
+                c.first_frame_at is not None for c in callers
+            ]
             t0 = time.monotonic()
             counts = [len(c.result.video_times) for c in callers]
             peak = baseline
@@ -114,10 +119,12 @@ async def test_load_n_peers(speech_wav):
             released = time.monotonic() - released_t0
             await asyncio.sleep(2.0)
             after = rss_bytes(proc.pid)
-        print(f"\n{PEERS} peers × {elapsed:.0f} s: fps min {fps.min():.1f} mean {fps.mean():.1f}; "
-              f"RSS baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB; "
-              f"all released {released:.1f} s after hang-up; live during load {live} (gauge {gauge}), "
-              f"client peers connected {connected}")
+        print(
+            f"\n{PEERS} peers × {elapsed:.0f} s: fps min {fps.min():.1f} mean {fps.mean():.1f}; "
+            f"RSS baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB; "
+            f"all released {released:.1f} s after hang-up; live during load {live} (gauge {gauge}), "
+            f"client peers connected {connected}"
+        )
         # The peer counts are printed, not asserted: on the shared 2-core box the callers'
         # own process (PEERS VP8 decoders) is starved as well and aiortc client peers were
         # seen flapping their reported state; what is asserted is that every caller kept

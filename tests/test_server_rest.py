@@ -3,7 +3,6 @@ the websocket twin, /healthz and /metrics. Every error is a 4xx with ``{"error":
 
 from __future__ import annotations
 
-
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -16,7 +15,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest_asyncio.fixture
 async def api(onnx_engine):
-    async with serving(onnx_engine, ServerConfig(port=0, max_upload_bytes=2_000_000, max_upload_seconds=30.0)) as (url, state), aiohttp.ClientSession() as session:
+    async with (
+        serving(onnx_engine, ServerConfig(port=0, max_upload_bytes=2_000_000, max_upload_seconds=30.0)) as (url, state),
+        aiohttp.ClientSession() as session,
+    ):
         yield url, session, state
 
 
@@ -34,8 +36,13 @@ async def test_health_and_metrics(api):
     r = await session.get(url + "/healthz")
     assert r.status == 200 and (await r.json())["status"] == "ok"
     text = await (await session.get(url + "/metrics")).text()
-    for name in ("s2f_live_sessions", "s2f_frames_sent_total", "s2f_fps_delivered",
-                 "s2f_refinement_latency_seconds_bucket", "s2f_rejected_sessions_total"):
+    for name in (
+        "s2f_live_sessions",
+        "s2f_frames_sent_total",
+        "s2f_fps_delivered",
+        "s2f_refinement_latency_seconds_bucket",
+        "s2f_rejected_sessions_total",
+    ):
         assert name in text, name
     page = await session.get(url + "/")
     assert page.status == 200 and "Speech2Face" in await page.text()
@@ -62,8 +69,7 @@ async def test_avatar_formats_by_accept_and_query(api, speech_wav):
     # ?format= wins over Accept; q-values are honoured
     r = await session.post(url + "/v1/avatar?format=svg", data=data, headers={"Accept": "image/png"})
     assert r.content_type == "image/svg+xml"
-    r = await session.post(url + "/v1/avatar", data=data,
-                           headers={"Accept": "image/png;q=0.5, application/json;q=0.9"})
+    r = await session.post(url + "/v1/avatar", data=data, headers={"Accept": "image/png;q=0.5, application/json;q=0.9"})
     assert r.content_type == "application/json"
     r = await session.post(url + "/v1/avatar?format=png&size=512&skin_tone=tan", data=data)
     png = await r.read()
@@ -125,8 +131,11 @@ async def test_avatar_caps_and_bad_bodies(api, bad_inputs):
     err = await expect_error(await session.post(url + "/v1/avatar", data=form), 415)  # read as audio: it is not
     assert "not an audio file" in err
     # raw audio the way `curl --data-binary @clip.wav` sends it (labelled as a urlencoded form)
-    r = await session.post(url + "/v1/avatar?format=png", data=bad_inputs["wav"].read_bytes(),
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = await session.post(
+        url + "/v1/avatar?format=png",
+        data=bad_inputs["wav"].read_bytes(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status == 200 and r.content_type == "image/png"
     # the server is still healthy afterwards
     assert (await session.get(url + "/healthz")).status == 200
@@ -150,12 +159,16 @@ async def test_offer_validation(api):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
-    err = await expect_error(await session.post(url + "/offer", json={"sdp": pc.localDescription.sdp,
-                                                                      "type": "offer"}), 400)
+    err = await expect_error(await session.post(url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}), 400)
     assert "audio" in err
     await pc.close()
-    for bad in ({"privacy": "public"}, {"privacy": "room"}, {"size": 1000}, {"skin_tone": "green"},
-                {"room": "x" * 500, "privacy": "room"}):
+    for bad in (
+        {"privacy": "public"},
+        {"privacy": "room"},
+        {"size": 1000},
+        {"skin_tone": "green"},
+        {"room": "x" * 500, "privacy": "room"},
+    ):
         await expect_error(await session.post(url + "/offer", json={"sdp": "v=0\r\n", "type": "offer", **bad}), 400)
     assert not state.calls and state.admission.in_use == 0
 

@@ -46,8 +46,15 @@ def test_config_flags_over_env_over_defaults():
     cfg = from_sources({}, environ={})
     assert (cfg.host, cfg.port, cfg.size, cfg.fps, cfg.privacy, cfg.backend) == ("127.0.0.1", 8080, 256, 15.0, "stable", "onnx")
     assert cfg.is_loopback and cfg.ice_servers == ()
-    cfg = from_sources({"port": 9000}, environ={"S2F_PORT": "7000", "S2F_SESSION_BUDGET": "3", "S2F_HOST": "0.0.0.0",
-                                                "S2F_ICE_SERVERS": "stun:stun.example:3478,turn:u:p@turn.example:3478"})
+    cfg = from_sources(
+        {"port": 9000},
+        environ={
+            "S2F_PORT": "7000",
+            "S2F_SESSION_BUDGET": "3",
+            "S2F_HOST": "0.0.0.0",
+            "S2F_ICE_SERVERS": "stun:stun.example:3478,turn:u:p@turn.example:3478",
+        },
+    )
     assert cfg.port == 9000 and cfg.session_budget == 3 and not cfg.is_loopback
     assert cfg.ice_servers[1].username == "u" and cfg.ice_servers[1].urls == ["turn:turn.example:3478"]
     assert parse_ice_servers('[{"urls": "stun:a:1"}]')[0].urls == ["stun:a:1"]
@@ -56,11 +63,13 @@ def test_config_flags_over_env_over_defaults():
 
 
 def test_loopback_filter_drops_lan_and_mdns_candidates():
-    sdp = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
-           "a=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host\r\n"
-           "a=candidate:2 1 udp 2122260223 192.168.1.5 5001 typ host\r\n"
-           "a=candidate:3 1 udp 2122260223 abcd-1234.local 5002 typ host\r\n"
-           "a=candidate:4 1 udp 2122260223 ::1 5003 typ host\r\n")
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host\r\n"
+        "a=candidate:2 1 udp 2122260223 192.168.1.5 5001 typ host\r\n"
+        "a=candidate:3 1 udp 2122260223 abcd-1234.local 5002 typ host\r\n"
+        "a=candidate:4 1 udp 2122260223 ::1 5003 typ host\r\n"
+    )
     out = keep_loopback_candidates(sdp)
     assert "127.0.0.1" in out and "::1" in out and "192.168" not in out and ".local" not in out
 

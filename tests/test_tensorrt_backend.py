@@ -429,7 +429,9 @@ def test_build_engine_key_tracks_onnx_bytes_and_profiles(fake_trt: Any, tiny_onn
     assert build_engine(tiny_onnx, wider, cache_dir=tmp_path) != first
 
 
-def test_build_engine_defaults_to_cache_root(fake_trt: Any, tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_engine_defaults_to_cache_root(
+    fake_trt: Any, tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_trt()
     monkeypatch.setenv("S2F_CACHE_DIR", str(tmp_path / "root"))
     assert build_engine(tiny_onnx, PROFILE).parent == tmp_path / "root" / "tensorrt"

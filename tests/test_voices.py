@@ -52,7 +52,7 @@ def test_voice_list_is_balanced_and_diverse() -> None:
 # --------------------------------------------------------------------------- plain voices
 def test_every_voice_is_16k_mono_pcm16_of_sane_length(voice_corpus: dict[str, list[Path]]) -> None:
     assert set(voice_corpus) == {v.name for v in VOICES}
-    for name, paths in voice_corpus.items():
+    for paths in voice_corpus.values():
         for p in paths:
             with wave.open(str(p)) as w:
                 assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2), p
@@ -112,8 +112,7 @@ def test_cache_is_reused_and_keyed_on_pitch(tmp_path: Path) -> None:
     mtime = first.stat().st_mtime_ns
     again = voices.synthesize(v, 1, out_dir=tmp_path)
     assert again == first and again.stat().st_mtime_ns == mtime
-    other = voices.synthesize(Voice(v.name, v.engine, v.voice_id, v.gender, v.accent, 70), 1,
-                              out_dir=tmp_path)
+    other = voices.synthesize(Voice(v.name, v.engine, v.voice_id, v.gender, v.accent, 70), 1, out_dir=tmp_path)
     assert other != first
     assert not list(tmp_path.glob(".tmp-*")), "temporary files left behind"
 
@@ -130,8 +129,19 @@ def test_speech_wav_fixture(speech_wav: dict[str, Path]) -> None:
 def test_bad_input_files_have_the_promised_defects(bad_inputs: dict[str, Path]) -> None:
     import av
 
-    expected = {"empty", "not_audio", "truncated", "silence", "noise_floor", "short_speech",
-                "long", "rate_8k", "rate_44k_stereo", "rate_48k_6ch", *voices.FORMAT_KEYS}
+    expected = {
+        "empty",
+        "not_audio",
+        "truncated",
+        "silence",
+        "noise_floor",
+        "short_speech",
+        "long",
+        "rate_8k",
+        "rate_44k_stereo",
+        "rate_48k_6ch",
+        *voices.FORMAT_KEYS,
+    }
     assert expected <= set(bad_inputs)
     assert all(p.is_file() for p in bad_inputs.values())
 
@@ -155,8 +165,7 @@ def test_bad_input_files_have_the_promised_defects(bad_inputs: dict[str, Path]) 
     speech, _ = voices.read_wav(bad_inputs["short_speech"])
     assert np.sqrt(np.mean(speech**2)) > 0.02, "short clip should be speech, not a pause"
 
-    for key, rate, ch in (("rate_8k", 8000, 1), ("rate_44k_stereo", 44100, 2),
-                          ("rate_48k_6ch", 48000, 6)):
+    for key, rate, ch in (("rate_8k", 8000, 1), ("rate_44k_stereo", 44100, 2), ("rate_48k_6ch", 48000, 6)):
         # Via PyAV: sox writes >2 channels as WAVE_FORMAT_EXTENSIBLE, which
         # Python 3.11's ``wave`` cannot parse.
         n, got_rate, got_ch, _ = _decode(bad_inputs[key])
@@ -174,9 +183,18 @@ def test_long_input_is_ten_minutes_but_small(bad_inputs: dict[str, Path]) -> Non
     assert 595 <= seconds <= 605
 
 
-@pytest.mark.parametrize("key,codec", [("wav", "pcm_s16le"), ("flac", "flac"), ("mp3", "mp3"),
-                                       ("ogg", "vorbis"), ("opus", "opus"), ("webm", "opus"),
-                                       ("m4a", "aac")])
+@pytest.mark.parametrize(
+    "key,codec",
+    [
+        ("wav", "pcm_s16le"),
+        ("flac", "flac"),
+        ("mp3", "mp3"),
+        ("ogg", "vorbis"),
+        ("opus", "opus"),
+        ("webm", "opus"),
+        ("m4a", "aac"),
+    ],
+)
 def test_format_clips_decode_with_pyav(bad_inputs: dict[str, Path], key: str, codec: str) -> None:
     p = bad_inputs[key]
     assert p.suffix == f".{key}"

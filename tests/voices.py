@@ -91,12 +91,9 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "de l'après-midi. Les visiteurs restent souvent jusqu'au soir.",
     ),
     "de": (
-        "Das Wetter ist heute mild und meistens trocken, und die Bibliothek in der "
-        "Hauptstraße öffnet um neun Uhr morgens.",
-        "Bitte denken Sie an einen Bleistift, ein Heft und eine Flasche Wasser, denn "
-        "der Kurs dauert fast den ganzen Nachmittag.",
-        "Die Züge in die Stadt fahren alle zwanzig Minuten von Gleis zwei ab, und die "
-        "Fahrt dauert knapp eine halbe Stunde.",
+        "Das Wetter ist heute mild und meistens trocken, und die Bibliothek in der Hauptstraße öffnet um neun Uhr morgens.",
+        "Bitte denken Sie an einen Bleistift, ein Heft und eine Flasche Wasser, denn der Kurs dauert fast den ganzen Nachmittag.",
+        "Die Züge in die Stadt fahren alle zwanzig Minuten von Gleis zwei ab, und die Fahrt dauert knapp eine halbe Stunde.",
         "Jeden Frühling veranstaltet die kleine Stadt einen Markt auf dem zentralen "
         "Platz. Bauern bringen frisches Gemüse, Bäcker verkaufen warmes Brot, und "
         "Musiker spielen leise am Brunnen, bis die Stände abgebaut werden.",
@@ -104,8 +101,7 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     "es": (
         "Hoy el tiempo es templado y casi seco, y la biblioteca de la calle principal "
         "abre a las nueve de la mañana y cierra a las seis de la tarde.",
-        "Por favor, recuerde traer un lápiz, un cuaderno y una botella de agua, porque "
-        "el taller durará casi toda la tarde.",
+        "Por favor, recuerde traer un lápiz, un cuaderno y una botella de agua, porque el taller durará casi toda la tarde.",
         "Los trenes hacia la ciudad salen cada veinte minutos desde el andén dos, y el "
         "viaje suele durar un poco menos de media hora.",
         "Cada primavera, el pequeño pueblo organiza un mercado en la plaza central. "
@@ -117,15 +113,13 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "apre alle nove del mattino e chiude alle sei di sera.",
         "Per favore, ricordate di portare una matita, un quaderno e una bottiglia "
         "d'acqua, perché il laboratorio durerà quasi tutto il pomeriggio.",
-        "I treni per la città partono ogni venti minuti dal binario due, e il viaggio "
-        "dura di solito poco meno di mezz'ora.",
+        "I treni per la città partono ogni venti minuti dal binario due, e il viaggio dura di solito poco meno di mezz'ora.",
         "Ogni primavera il piccolo paese organizza un mercato nella piazza centrale. "
         "Gli agricoltori portano verdure fresche, i fornai vendono pane caldo e alcuni "
         "musicisti suonano piano vicino alla fontana fino al tardo pomeriggio.",
     ),
     "pt": (
-        "Hoje o tempo está ameno e quase seco, e a biblioteca da rua principal abre "
-        "às nove da manhã e fecha às seis da tarde.",
+        "Hoje o tempo está ameno e quase seco, e a biblioteca da rua principal abre às nove da manhã e fecha às seis da tarde.",
         "Por favor, lembre-se de trazer um lápis, um caderno e uma garrafa de água, "
         "porque a oficina vai durar quase toda a tarde.",
         "Os comboios para a cidade partem a cada vinte minutos da plataforma dois, e a "
@@ -262,8 +256,7 @@ def espeak_version() -> str:
 
 def _cache_key(voice: Voice, text: str) -> str:
     blob = json.dumps(
-        [CACHE_FORMAT_VERSION, voice.engine, voice.voice_id, voice.pitch, text,
-         espeak_version(), SAMPLE_RATE],
+        [CACHE_FORMAT_VERSION, voice.engine, voice.voice_id, voice.pitch, text, espeak_version(), SAMPLE_RATE],
         ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -293,30 +286,34 @@ def synthesize(voice: Voice, sentence_index: int = 0, *, out_dir: Path | None = 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
         raw, conv = Path(tmp) / "raw.wav", Path(tmp) / "conv.wav"
         # Text goes through stdin so no sentence can be mistaken for an option.
-        proc = subprocess.run(cmd + ["-w", str(raw), "--stdin"],
-                              input=voice.sentences[sentence_index].encode(), capture_output=True)
+        proc = subprocess.run(
+            cmd + ["-w", str(raw), "--stdin"], input=voice.sentences[sentence_index].encode(), capture_output=True
+        )
         if proc.returncode != 0 or not raw.is_file() or raw.stat().st_size <= 44:
-            raise RuntimeError(f"espeak-ng failed for {voice.voice_id}: "
-                               f"{proc.stderr.decode(errors='replace').strip()}")
+            raise RuntimeError(f"espeak-ng failed for {voice.voice_id}: {proc.stderr.decode(errors='replace').strip()}")
         _sox(raw, conv, rate=SAMPLE_RATE, channels=1)
         os.replace(conv, target)
     return target
 
 
 def _sox(src: Path, dst: Path, *, rate: int, channels: int) -> None:
-    subprocess.run(["sox", "-D", str(src), "-r", str(rate), "-c", str(channels),
-                    "-b", "16", "-e", "signed-integer", str(dst)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["sox", "-D", str(src), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(dst)],
+        check=True,
+        capture_output=True,
+    )
 
 
-def _run_jobs(jobs: Sequence[tuple[Voice, int]], out_dir: Path | None, workers: int,
-              progress: bool) -> list[Path]:
+def _run_jobs(jobs: Sequence[tuple[Voice, int]], out_dir: Path | None, workers: int, progress: bool) -> list[Path]:
     """Synthesize many clips with a small pool; threads suffice (the work is in subprocesses)."""
     missing = sum(not clip_path(v, i, out_dir=out_dir).is_file() for v, i in jobs)
     verbose = progress and missing >= _PROGRESS_MIN_JOBS
     if verbose:
-        print(f"[voices] generating {missing} of {len(jobs)} clips into "
-              f"{out_dir or cache_dir()} with {workers} workers", file=sys.stderr, flush=True)
+        print(
+            f"[voices] generating {missing} of {len(jobs)} clips into {out_dir or cache_dir()} with {workers} workers",
+            file=sys.stderr,
+            flush=True,
+        )
     results: list[Path] = []
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -324,13 +321,13 @@ def _run_jobs(jobs: Sequence[tuple[Voice, int]], out_dir: Path | None, workers: 
         for n, (fut, (v, i)) in enumerate(zip(futures, jobs), 1):
             results.append(fut.result())
             if verbose and (n % 10 == 0 or n == len(jobs)):
-                print(f"[voices] {n}/{len(jobs)} {v.name} s{i} "
-                      f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
+                print(f"[voices] {n}/{len(jobs)} {v.name} s{i} ({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
     return results
 
 
-def generate_corpus(voices: Iterable[Voice] = VOICES, *, out_dir: Path | None = None,
-                    workers: int = 2, progress: bool = True) -> dict[str, list[Path]]:
+def generate_corpus(
+    voices: Iterable[Voice] = VOICES, *, out_dir: Path | None = None, workers: int = 2, progress: bool = True
+) -> dict[str, list[Path]]:
     """All sentences of every voice: name -> [clip for sentence 0, 1, ...]."""
     voices = list(voices)
     jobs = [(v, i) for v in voices for i in range(len(v.sentences))]
@@ -338,8 +335,7 @@ def generate_corpus(voices: Iterable[Voice] = VOICES, *, out_dir: Path | None = 
     return {v.name: [next(paths) for _ in v.sentences] for v in voices}
 
 
-def generate_pitch_sweep(*, out_dir: Path | None = None, workers: int = 2,
-                         progress: bool = True) -> list[tuple[Voice, Path]]:
+def generate_pitch_sweep(*, out_dir: Path | None = None, workers: int = 2, progress: bool = True) -> list[tuple[Voice, Path]]:
     """Sentence 0 of every sweep voice, in ``PITCH_SWEEP`` order."""
     paths = _run_jobs([(v, 0) for v in PITCH_SWEEP], out_dir, workers, progress)
     return list(zip(PITCH_SWEEP, paths))
@@ -471,16 +467,24 @@ class _atomic:
 
 def _png_bytes() -> bytes:
     """A valid 1x1 PNG: a real file of the wrong kind is a harsher test than random bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00")) + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00")) + chunk(b"IEND", b"")
 
 
-def encode_av(path: Path, samples: np.ndarray, rate: int, codec: str, *,
-              container: str | None = None, bit_rate: int | None = None,
-              options: dict[str, str] | None = None) -> Path:
+def encode_av(
+    path: Path,
+    samples: np.ndarray,
+    rate: int,
+    codec: str,
+    *,
+    container: str | None = None,
+    bit_rate: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
     """Encode int16 samples ((n,) or (n, ch)) with PyAV, atomically.
 
     Frames are fed in small chunks with explicit pts; PyAV re-chunks to the
@@ -502,8 +506,8 @@ def encode_av(path: Path, samples: np.ndarray, rate: int, codec: str, *,
             step = 4096
             for start in range(0, len(samples), step):
                 frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(interleaved[:, start * ch:(start + step) * ch]),
-                    format="s16", layout=layout)
+                    np.ascontiguousarray(interleaved[:, start * ch : (start + step) * ch]), format="s16", layout=layout
+                )
                 frame.sample_rate = rate
                 frame.pts = start
                 for packet in stream.encode(frame):
@@ -522,8 +526,7 @@ def _encode_vorbis(path: Path, src_wav: Path, samples: np.ndarray, rate: int) ->
         return encode_av(path, samples, rate, "libvorbis")
     if shutil.which("sox"):
         with _atomic(path) as tmp:
-            subprocess.run(["sox", str(src_wav), "-t", "vorbis", str(tmp)],
-                           check=True, capture_output=True)
+            subprocess.run(["sox", str(src_wav), "-t", "vorbis", str(tmp)], check=True, capture_output=True)
         return Path(path)
     stereo = np.repeat(samples[:, None], 2, axis=1)
     return encode_av(path, stereo, rate, "vorbis", options={"strict": "experimental"})
@@ -541,8 +544,7 @@ def bad_inputs_dir() -> Path:
     import av
 
     source = clip_path(voice_by_name(SPEECH_WAV_VOICES["female"]), 0).name
-    key = hashlib.sha256(json.dumps([BAD_INPUTS_VERSION, source, av.__version__])
-                         .encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([BAD_INPUTS_VERSION, source, av.__version__]).encode()).hexdigest()[:12]
     return cache_dir() / f"bad-inputs-{key}"
 
 
@@ -586,7 +588,7 @@ def make_bad_inputs(directory: Path, *, source: Voice | None = None) -> dict[str
     if p := want("short_speech", "short_speech.wav"):
         n = int(0.3 * rate)
         start = _loudest_window(pcm, n)
-        write_wav(p, pcm[start:start + n], rate)
+        write_wav(p, pcm[start : start + n], rate)
 
     # One speech clip per container/codec.
     for key in FORMAT_KEYS:
@@ -630,8 +632,7 @@ def make_bad_inputs(directory: Path, *, source: Voice | None = None) -> dict[str
         unit = np.concatenate([pcm, gap])
         total = int(LONG_SECONDS * rate)
         looped = np.tile(unit, total // len(unit) + 1)[:total]
-        encode_av(p, looped, rate, "libopus", bit_rate=16_000,
-                  options={"compression_level": "0"})
+        encode_av(p, looped, rate, "libopus", bit_rate=16_000, options={"compression_level": "0"})
     return paths
 
 
@@ -639,8 +640,10 @@ def make_bad_inputs(directory: Path, *, source: Voice | None = None) -> dict[str
 def _list(workers: int) -> None:
     corpus = generate_corpus(workers=workers)
     sweep = generate_pitch_sweep(workers=workers)
-    header = f"{'name':28} {'engine':6} {'voice_id':20} {'gender':6} {'accent':20} {'pitch':>5} " \
-             f"{'F0 med':>7} {'F0 s0..':>20} {'dur s0..':>22}"
+    header = (
+        f"{'name':28} {'engine':6} {'voice_id':20} {'gender':6} {'accent':20} {'pitch':>5} "
+        f"{'F0 med':>7} {'F0 s0..':>20} {'dur s0..':>22}"
+    )
     print(header)
     print("-" * len(header))
     rows = [(v, corpus[v.name]) for v in VOICES] + [(v, [p]) for v, p in sweep]
@@ -648,10 +651,12 @@ def _list(workers: int) -> None:
         f0s = [median_f0(p) for p in paths]
         lo, hi = F0_RANGE[v.gender]
         flag = "" if v.pitch is not None or lo <= np.median(f0s) <= hi else "  <-- outside label range"
-        print(f"{v.name:28} {v.engine:6} {v.voice_id:20} {v.gender:6} {v.accent:20} "
-              f"{'-' if v.pitch is None else v.pitch:>5} {np.median(f0s):7.1f} "
-              f"{'/'.join(f'{f:.0f}' for f in f0s):>20} "
-              f"{'/'.join(f'{duration_s(p):.1f}' for p in paths):>22}{flag}")
+        print(
+            f"{v.name:28} {v.engine:6} {v.voice_id:20} {v.gender:6} {v.accent:20} "
+            f"{'-' if v.pitch is None else v.pitch:>5} {np.median(f0s):7.1f} "
+            f"{'/'.join(f'{f:.0f}' for f in f0s):>20} "
+            f"{'/'.join(f'{duration_s(p):.1f}' for p in paths):>22}{flag}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -661,8 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     if not espeak_available():
-        print("espeak-ng and sox are required (apt-get install espeak-ng sox libsox-fmt-all)",
-              file=sys.stderr)
+        print("espeak-ng and sox are required (apt-get install espeak-ng sox libsox-fmt-all)", file=sys.stderr)
         return 2
     if not (args.all or args.list):
         ap.print_help()
@@ -673,8 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         generate_pitch_sweep(workers=args.workers)
         print(f"[voices] bad inputs -> {bad_inputs_dir()}", file=sys.stderr, flush=True)
         make_bad_inputs(bad_inputs_dir())
-        print(f"[voices] done in {time.monotonic() - t0:.1f}s (cache: {cache_dir()})",
-              file=sys.stderr)
+        print(f"[voices] done in {time.monotonic() - t0:.1f}s (cache: {cache_dir()})", file=sys.stderr)
     if args.list:
         _list(args.workers)
     return 0
