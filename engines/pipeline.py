@@ -184,7 +184,8 @@ class AvatarPipeline:
         self._version += 1
         self.current = self._refine()
         # the user's change is not the voice's: measure the next step from the new face
-        self._cadence.rebase(self._decoded_at // BLOCK_SAMPLES, self.current.params.vector)
+        if self._decoded_at // BLOCK_SAMPLES >= self._cadence.rule.young_blocks - self._cadence.rule.rate_span_blocks:
+            self._cadence.rebase(self._decoded_at // BLOCK_SAMPLES, self.current.params.vector, forget=True)
         return self.current
 
     def push(self, pcm16k: np.ndarray) -> Update | None:
@@ -396,8 +397,6 @@ class AvatarEngine:
         self.backend = make_backend(backend)
         self._room_secret = room_secret
         self._lock = threading.Lock()
-        # told (batch size, thread CPU seconds) after each batched encoder run: the server's metrics
-        self.on_encode: Callable[[int, float], None] | None = None
 
     def pipeline(
         self,
@@ -410,7 +409,11 @@ class AvatarEngine:
         salt = None if room is None else f"{self._room_secret}\0{room}"
         return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds, cadence)
 
-    def push_many(self, items: Sequence[tuple[AvatarPipeline, np.ndarray]]) -> list[Update | None | Exception]:
+    def push_many(
+        self,
+        items: Sequence[tuple[AvatarPipeline, np.ndarray]],
+        on_encode: Callable[[int, float], None] | None = None,
+    ) -> list[Update | None | Exception]:
         """Push audio into many pipelines with one batched encoder run per round.
 
         The GE2E LSTM is memory-bound at batch 1 (its weights stream from cache every frame);
@@ -419,7 +422,8 @@ class AvatarEngine:
         batch over time too). A pipeline that stops at a refinement which sets its cadence goes
         on in a further round. Results match per-pipeline pushes to float rounding. A failure in
         one pipeline is returned in its slot, never raised: one caller's bad audio must not
-        fail the others' refinements.
+        fail the others' refinements. ``on_encode(batch, cpu_seconds)`` hears of each encoder run
+        (the server's metrics: the batch sizes it reaches and the encoder's CPU per partial).
         """
         out: list[Update | None | Exception] = [None] * len(items)
         live: list[int] = []
@@ -437,7 +441,7 @@ class AvatarEngine:
                 except Exception as exc:  # noqa: BLE001
                     out[i] = exc
             flat = [m for ms in mels.values() for m in ms]
-            embs = self._embed_batch(flat)
+            embs = self._embed_batch(flat, on_encode)
             start, again = 0, []
             for i, ms in mels.items():
                 pipe = items[i][0]
@@ -454,13 +458,13 @@ class AvatarEngine:
             live = again
         return out
 
-    def _embed_batch(self, mels: list[np.ndarray]) -> np.ndarray:
+    def _embed_batch(self, mels: list[np.ndarray], on_encode: Callable[[int, float], None] | None) -> np.ndarray:
         if not mels:
             return np.zeros((0, 256), np.float32)
         started = time.thread_time()
         embs = self.backend.embed(np.stack(mels))
-        if self.on_encode is not None:
-            self.on_encode(len(mels), time.thread_time() - started)
+        if on_encode is not None:
+            on_encode(len(mels), time.thread_time() - started)
         return embs
 
     def analyze(

@@ -6,9 +6,10 @@ the admission slot, whatever path got there (bye, ICE failure, silence, SIGTERM)
 
 Data path: aiortc decodes Opus to 48 kHz stereo s16 in 20 ms frames (even from a mono
 sender) → the mouth envelope reads each frame on arrival → ``av.AudioResampler`` makes
-16 kHz mono float32 → the feeder batches ≥200 ms and hands it to the shared ``ModelBatcher``
-(one encoder batch for all calls, in the dedicated model executor), one push at a time per call, so the drain never waits for the
-model and an unconsumed track can never pile frames up in memory.
+16 kHz mono float32 in chunks (``SpeechFeed``) → the feeder pushes as often as a refinement can
+fall (every 0.2–1 s) to the shared ``ModelBatcher`` (one encoder batch for all calls, in the
+dedicated model executor), one push at a time per call, so the drain never waits for the model
+and an unconsumed track can never pile frames up in memory.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import av
-import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -32,13 +31,13 @@ from engines.pipeline import CONFIDENT_SECONDS
 from .batcher import ModelBatcher
 from .blink import Blinker
 from .config import ServerConfig
+from .feed import SpeechFeed
 from .metrics import Metrics
 from .mouth import MouthEnvelope
 from .video import AvatarVideoTrack, FrameInfo, Renderer
 
 log = logging.getLogger("speech2face.call")
 
-PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
 SETTLED_FACE_INTERVAL = 3.0
@@ -93,8 +92,7 @@ class Call:
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
-        self._pcm: list[np.ndarray] = []
-        self._pcm_samples = 0
+        self.feed = SpeechFeed()
         self._pcm_ready = asyncio.Event()
         self._fps = 0.0
         self._fps_frames = 0
@@ -223,7 +221,6 @@ class Call:
         return self.pipeline.seconds_heard >= self.config.max_speech_seconds
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
         while True:
             try:
                 frame = await track.recv()
@@ -235,11 +232,7 @@ class Call:
             self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
             if self.face_final:
                 continue  # the mouth still moves; the model needs no more audio
-            for out in resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(-1)
-                self._pcm.append(pcm)
-                self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_MIN_SECONDS * 16_000:
+            if self.feed.add(raw, frame):
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:
@@ -253,16 +246,13 @@ class Call:
         while True:
             await self._pcm_ready.wait()
             self._pcm_ready.clear()
-            if not self._pcm:
-                continue
-            chunk = np.concatenate(self._pcm)
-            self._pcm.clear()
-            self._pcm_samples = 0
-            if self.face_final:
+            chunk = self.feed.take()
+            if chunk is None or self.face_final:
                 continue  # keep draining, skip the model (VAD included)
             started = time.perf_counter()
             async with self._model_lock:
                 update = await self._batcher.push(self.pipeline, chunk)
+            self.feed.plan(self.pipeline.seconds_until_refinement)
             if update is not None:
                 self.metrics.refinement_latency.observe(time.perf_counter() - started)
                 self._accept_update(update)
@@ -355,7 +345,7 @@ class Call:
             log.warning("call %s: peer close failed", self.id, exc_info=True)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._pcm.clear()
+        self.feed.clear()
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()

@@ -46,8 +46,20 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.encoder_batch = Histogram(
+            "s2f_encoder_batch_partials",
+            "Partials per batched encoder run (calls' partials run together; each waits for its refinement)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
+            registry=r,
+        )
+        self.encoder_cpu = Counter("s2f_encoder_cpu_seconds", "Thread CPU of the batched encoder runs", registry=r)
         self.avatar_requests = Counter("s2f_avatar_requests", "POST /v1/avatar by outcome", ["outcome"], registry=r)
         self.closed_sessions = Counter("s2f_closed_sessions", "Calls closed, by reason", ["reason"], registry=r)
+
+    def encoded(self, batch: int, cpu_seconds: float) -> None:
+        """One encoder run (called from the model executor; prometheus_client is thread-safe)."""
+        self.encoder_batch.observe(batch)
+        self.encoder_cpu.inc(cpu_seconds)
 
     def bind_fps(self, fn: Callable[[], float]) -> None:
         self.fps_delivered.set_function(fn)

@@ -80,7 +80,7 @@ class ServerState:
             from engines.render import AvatarRenderer
 
             self.renderer_factory = lambda size: AvatarRenderer(size=size)
-        self.batcher = ModelBatcher(self.engine, self.model_executor)
+        self.batcher = ModelBatcher(self.engine, self.model_executor, on_encode=self.metrics.encoded)
         self.batcher.start()
 
     def call_closed(self, call: Call) -> None:
