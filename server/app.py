@@ -24,6 +24,7 @@ from .errors import HttpError, json_error
 from .metrics import CONTENT_TYPE_LATEST
 from .offer import MAX_SDP_CHARS
 from .state import CLIENT, STATE, ServerState
+from .workers import WorkerGroup
 
 log = logging.getLogger("speech2face.server")
 
@@ -33,8 +34,16 @@ CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 # --- handlers ---
 async def offer(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    raw = await request.read()
+    target = state.place(request)
+    if target is not None:  # another worker is less loaded: the call lives there
+        try:
+            status, headers, body = await state.forward_offer(target, raw)
+            return web.Response(status=status, body=body, headers=headers)
+        except ConnectionError:
+            log.warning("worker %d unreachable; answering the offer here", target)
     try:
-        body = await request.json(loads=json.loads)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return json_error("body is not valid JSON", 400)
     try:
@@ -49,6 +58,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_SDP_CHARS * 2)
     await ws.prepare(request)
     mine: list[Call] = []
+    remote: list[tuple[int, str]] = []  # (worker, call id) of calls placed on other workers
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -59,6 +69,22 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_json({"type": "error", "status": 400, "error": "message is not valid JSON"})
                 continue
             kind = body.get("type") if isinstance(body, dict) else None
+            target = state.place(request) if kind == "offer" else None
+            if target is not None:
+                try:
+                    status, headers, data = await state.forward_offer(target, msg.data.encode())
+                    reply = json.loads(data)
+                    if status == 200:
+                        remote.append((target, reply["call_id"]))
+                        await ws.send_json(reply)
+                    else:
+                        err = {"type": "error", "status": status, "error": reply.get("error", "offer failed")}
+                        if "Retry-After" in headers:
+                            err["retry_after"] = int(headers["Retry-After"])
+                        await ws.send_json(err)
+                    continue
+                except (ConnectionError, ValueError, KeyError):
+                    log.warning("worker %d unreachable; answering the offer here", target)
             if kind == "offer":
                 try:
                     reply = await state.answer(body)
@@ -73,12 +99,37 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 for call in mine:
                     await call.close("bye")
                 mine.clear()
+                await _hang_up_remote(state, remote, "bye")
             else:
                 await ws.send_json({"type": "error", "status": 400, "error": 'expected {"type": "offer"|"bye"}'})
     finally:
         for call in mine:
             await call.close("websocket_closed")
+        await _hang_up_remote(state, remote, "websocket_closed")
     return ws
+
+
+async def _hang_up_remote(state: ServerState, remote: list[tuple[int, str]], reason: str) -> None:
+    for worker, call_id in remote:
+        try:
+            await state.group.forward(worker, "POST", f"/internal/calls/{call_id}/close?reason={reason}")
+        except ConnectionError:  # that worker is gone, and its calls with it
+            pass
+    remote.clear()
+
+
+async def close_call(request: web.Request) -> web.Response:
+    """Internal (another worker's websocket ended): hang up a call this worker holds."""
+    from .workers import came_from_worker
+
+    state = request.app[STATE]
+    if not came_from_worker(request):
+        return json_error("not found", 404)
+    call = state.calls.get(request.match_info["call_id"])
+    if call is not None:
+        reason = request.query.get("reason", "bye")
+        await call.close(reason if reason in ("bye", "websocket_closed") else "bye")
+    return web.json_response({"closed": call is not None})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -86,11 +137,14 @@ async def healthz(request: web.Request) -> web.Response:
     ready = state.engine is not None and state.renderer_factory is not None
     body = {
         "status": "ok" if ready else "loading",
-        "sessions": len(state.calls),
+        "sessions": len(state.calls) if state.group is None else state.admission.in_use,
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
         "pid": os.getpid(),
     }
+    if state.group is not None:  # which worker answered, and every worker's calls
+        body["worker"] = {"index": state.group.index, "sessions": len(state.calls)}
+        body["workers"] = [{"index": i, "sessions": n} for i, n in enumerate(state.admission.loads())]
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -110,6 +164,13 @@ async def call_avatar(request: web.Request) -> web.Response:
     from engines.render import render_png, render_svg
 
     state = request.app[STATE]
+    owner = state.owner_elsewhere(request.match_info["call_id"], request)
+    if owner is not None:  # the call lives in another worker
+        try:
+            status, headers, body = await state.group.forward(owner, "GET", request.path_qs)
+            return web.Response(status=status, body=body, headers=headers)
+        except ConnectionError:
+            return json_error("no such call (its worker is gone)", 404)
     call = state.calls.get(request.match_info["call_id"])
     if call is None:
         return json_error("no such call (it may have ended)", 404)
@@ -140,7 +201,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
-def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> web.Application:
+def create_app(
+    config: ServerConfig,
+    engine: Any = None,
+    renderer_factory: Callable[[int], Any] | None = None,
+    group: WorkerGroup | None = None,
+) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
     from . import avatar_api
 
@@ -148,7 +214,7 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
         ice.use_loopback_only(True)
     vp8.use_avatar_vp8()
     app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
-    state = ServerState(config, engine, renderer_factory)
+    state = ServerState(config, engine, renderer_factory, group)
     app[STATE] = state
     app[CLIENT] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
     app.router.add_get("/", index)
@@ -157,6 +223,8 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
+    if group is not None:
+        app.router.add_post("/internal/calls/{call_id}/close", close_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", app[CLIENT], show_index=False)

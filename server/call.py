@@ -73,8 +73,9 @@ class Call:
         renderer_factory: Callable[[int], Renderer],
         render_executor: Executor,
         on_closed: Callable[["Call"], None],
+        call_id: str | None = None,  # a worker's ids name the worker (server/workers.py)
     ) -> None:
-        self.id = uuid.uuid4().hex[:12]
+        self.id = call_id or uuid.uuid4().hex[:12]
         self.pc = pc
         self.config = config
         self.options = options

@@ -17,13 +17,14 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from . import ice
-from .admission import Admission, Full
+from .admission import Admission, Full, SharedAdmission
 from .batcher import ModelBatcher
 from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
 from .offer import parse_offer
+from .workers import WorkerGroup, came_from_worker
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -33,14 +34,26 @@ CLIENT = web.AppKey("s2f_client_dir", Path)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Any = None,
+        renderer_factory: Callable[[int], Any] | None = None,
+        group: WorkerGroup | None = None,
+    ) -> None:
         self.config = config
+        self.group = group  # None: a single process
         self.engine = engine
         self.renderer_factory = renderer_factory
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
-        self.admission = Admission(config.session_budget)
+        self.admission: Admission = (
+            Admission(config.session_budget)
+            if group is None
+            else SharedAdmission(config.session_budget, group.admission_path, group.index)
+        )
+        self._forwarding = [0] * (group.count if group else 0)  # offers on their way to each worker
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
@@ -58,6 +71,7 @@ class ServerState:
             t = loop.time()
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+            self.metrics.refresh()
 
     def retry_headers(self) -> dict[str, str]:
         """What a 503 sends: when to try again."""
@@ -140,9 +154,9 @@ class ServerState:
                 self.renderer_factory,
                 self.render_executor,
                 on_closed=self.call_closed,
+                call_id=self.group.new_call_id() if self.group else None,
             )
-            self.admission.release(placeholder)
-            self.admission.acquire(call.id)  # cannot fail: we just freed a slot
+            self.admission.rename(placeholder, call.id)  # the slot stays ours (workers share the budget)
             self.calls[call.id] = call
             self.metrics.live_sessions.set(len(self.calls))
             self.metrics.sessions_total.inc()
@@ -166,6 +180,30 @@ class ServerState:
             elif pc is not None:
                 await pc.close()
             raise
+
+    # --- workers: where an offer goes, who holds a call ---
+    def place(self, request: web.Request) -> int | None:
+        """The worker that should answer this offer: the least loaded (None: this one)."""
+        if self.group is None or came_from_worker(request):
+            return None
+        loads = [n + f for n, f in zip(self.admission.loads(), self._forwarding)]  # type: ignore[attr-defined]
+        best = min(range(len(loads)), key=lambda i: (loads[i], i != self.group.index))
+        return None if best == self.group.index or loads[best] >= loads[self.group.index] else best
+
+    async def forward_offer(self, target: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        assert self.group is not None
+        self._forwarding[target] += 1
+        try:
+            return await self.group.forward(target, "POST", "/offer", raw, {"Content-Type": "application/json"})
+        finally:
+            self._forwarding[target] -= 1
+
+    def owner_elsewhere(self, call_id: str, request: web.Request) -> int | None:
+        """The other worker that holds this call (None: ours, unknown, or already forwarded)."""
+        if self.group is None or call_id in self.calls or came_from_worker(request):
+            return None
+        owner = self.group.owner_of(call_id)
+        return None if owner == self.group.index else owner
 
     def options_json(self) -> dict:
         ice_servers = (
