@@ -186,9 +186,11 @@ class ServerState:
         """The worker that should answer this offer: the least loaded (None: this one)."""
         if self.group is None or came_from_worker(request):
             return None
+        me = self.group.index
         loads = [n + f for n, f in zip(self.admission.loads(), self._forwarding)]  # type: ignore[attr-defined]
-        best = min(range(len(loads)), key=lambda i: (loads[i], i != self.group.index))
-        return None if best == self.group.index or loads[best] >= loads[self.group.index] else best
+        ready = [i for i in range(len(loads)) if i == me or self.group.socket_path(i).exists()]  # not (re)starting
+        best = min(ready, key=lambda i: (loads[i], i != me))
+        return None if best == me or loads[best] >= loads[me] else best
 
     async def forward_offer(self, target: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         assert self.group is not None
