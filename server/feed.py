@@ -8,8 +8,9 @@ pipeline says how much speech is still to come before the next one (the adaptive
 spaces them up to 8 s apart), so the feeder pushes once that much audio (plus the VAD's
 look-ahead) has arrived, at least every ``PUSH_MAX_SECONDS`` to bound the backlog. Why a gate:
 a chunk whose every frame is below -60 dBFS is silence to the VAD (its gate is -55 dBFS RMS),
-so it is handed over as zeros without resampling: when nobody speaks the model path costs
-one VAD pass over zeros per second.
+so it is handed over as zeros without resampling, and only the first such chunk after sound
+is handed over at all (it lets the VAD release the speech it holds back for look-ahead; more
+zeros would change nothing): when nobody speaks the model path costs nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SpeechFeed:
         self._rate = 48_000
         self._format: tuple[str, str] | None = None
         self._quiet = True
+        self._quiet_sent = False  # the last chunk handed over was silence
         self._resampler: av.AudioResampler | None = None
         self.push_seconds = PUSH_MIN_SECONDS
 
@@ -52,10 +54,15 @@ class SpeechFeed:
         return self._samples >= self.push_seconds * self._rate
 
     def take(self) -> np.ndarray | None:
-        """Everything queued, as 16 kHz mono float32 (zeros for a silent chunk)."""
+        """Everything queued, as 16 kHz mono float32 (zeros for a silent chunk); None when
+        there is nothing the model needs (no audio, or silence after silence)."""
         if not self._frames and not self._done:
             return None
+        quiet = self._quiet and not self._done
         pieces, self._done = [*self._done, self._convert()], []
+        if quiet and self._quiet_sent:
+            return None
+        self._quiet_sent = quiet
         return np.concatenate(pieces)
 
     def _convert(self) -> np.ndarray:
