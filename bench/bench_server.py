@@ -232,7 +232,7 @@ def machine_capacity(
     return round(min(workers, cores) * min(rates), 1)
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     import aiohttp
 
     deadline = time.monotonic() + timeout

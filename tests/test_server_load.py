@@ -56,7 +56,9 @@ async def test_load_n_peers(speech_wav):
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.serve", "--port", str(port), "--session-budget", str(PEERS + 2), "--no-frame-events"],
+        # one process: its RSS is what is measured (two workers: tests/test_server_workers.py)
+        [sys.executable, "-m", "server.serve", "--port", str(port), "--session-budget", str(PEERS + 2), "--no-frame-events"]
+        + ["--workers", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
