@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from .config import ServerConfig, parse_args
-from .workers import WorkerGroup, default_workers, supervise
+from .workers import WorkerGroup, default_workers, die_with_supervisor, supervise
 
 log = logging.getLogger("speech2face.serve")
 
@@ -106,6 +106,8 @@ def run(config: ServerConfig, argv: Sequence[str] = ()) -> int:
     workers = config.workers or default_workers()
     if group is None and workers > 1:
         return supervise(argv, config.host, config.port, workers)
+    if group is not None:
+        die_with_supervisor()
     pin_threads()
     fix_mmap_threshold()
     try:

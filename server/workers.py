@@ -49,6 +49,7 @@ from .admission import clear_slot, create_table
 log = logging.getLogger("speech2face.workers")
 
 WORKER_ENV = "_S2F_WORKER"  # "<run dir>:<index>:<count>", set by the supervisor only
+SUPERVISOR_ENV = "_S2F_SUPERVISOR"  # its pid
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROUTED_HEADER = "X-S2F-Routed"  # marks a request one worker handed to another (informational)
 START_TIMEOUT = 180.0  # engine load on a busy machine
@@ -120,6 +121,19 @@ class WorkerGroup:
             raise ConnectionError(f"worker {index} is not reachable") from exc
 
 
+def die_with_supervisor() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: SIGTERM to the supervisor still stops all
+        pass
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and os.getppid() != int(supervisor):  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def came_from_worker(request: Any) -> bool:
     """Did this request arrive over our private unix socket (another worker sent it)?"""
     transport = request.transport
@@ -163,7 +177,11 @@ class Supervisor:
         group.socket_path(index).unlink(missing_ok=True)
         env = dict(
             os.environ,
-            **{WORKER_ENV: f"{self.run_dir}:{index}:{self.workers}", MULTIPROC_ENV: str(self.run_dir / "metrics")},
+            **{
+                WORKER_ENV: f"{self.run_dir}:{index}:{self.workers}",
+                SUPERVISOR_ENV: str(os.getpid()),
+                MULTIPROC_ENV: str(self.run_dir / "metrics"),
+            },
         )
         cmd = [sys.executable, "-m", "server.serve", *self.argv, "--port", str(self.port)]
         self.procs[index] = subprocess.Popen(cmd, env=env, cwd=os.getcwd())
