@@ -38,7 +38,7 @@ async def offer(request: web.Request) -> web.Response:
     target = state.place(request)
     if target is not None:  # another worker is less loaded: the call lives there
         try:
-            status, headers, body = await state.forward_offer(target, raw)
+            status, headers, body = await state.forward_offer(target, raw, request)
             return web.Response(status=status, body=body, headers=headers)
         except ConnectionError:
             log.warning("worker %d unreachable; answering the offer here", target)
@@ -72,7 +72,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             target = state.place(request) if kind == "offer" else None
             if target is not None:
                 try:
-                    status, headers, data = await state.forward_offer(target, msg.data.encode())
+                    status, headers, data = await state.forward_offer(target, msg.data.encode(), request)
                     reply = json.loads(data)
                     if status == 200:
                         remote.append((target, reply["call_id"]))

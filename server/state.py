@@ -24,7 +24,7 @@ from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
 from .offer import parse_offer
-from .workers import WorkerGroup, came_from_worker
+from .workers import WorkerGroup, came_from_worker, client_address
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -192,11 +192,13 @@ class ServerState:
         best = min(ready, key=lambda i: (loads[i], i != me))
         return None if best == me or loads[best] >= loads[me] else best
 
-    async def forward_offer(self, target: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def forward_offer(self, target: int, raw: bytes, request: web.Request) -> tuple[int, dict[str, str], bytes]:
         assert self.group is not None
         self._forwarding[target] += 1
         try:
-            return await self.group.forward(target, "POST", "/offer", raw, {"Content-Type": "application/json"})
+            return await self.group.forward(
+                target, "POST", "/offer", raw, {"Content-Type": "application/json"}, client=client_address(request)
+            )
         finally:
             self._forwarding[target] -= 1
 

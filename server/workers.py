@@ -51,7 +51,7 @@ log = logging.getLogger("speech2face.workers")
 WORKER_ENV = "_S2F_WORKER"  # "<run dir>:<index>:<count>", set by the supervisor only
 SUPERVISOR_ENV = "_S2F_SUPERVISOR"  # its pid
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ROUTED_HEADER = "X-S2F-Routed"  # marks a request one worker handed to another (informational)
+CLIENT_HEADER = "X-Forwarded-For"  # the caller's address, on a request one worker hands another
 START_TIMEOUT = 180.0  # engine load on a busy machine
 STOP_TIMEOUT = 15.0
 RESTART_GIVE_UP = 3  # consecutive deaths within FAST_DEATH seconds of starting
@@ -103,15 +103,23 @@ class WorkerGroup:
         return index if index < self.count else None
 
     async def forward(
-        self, index: int, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        index: int,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request to worker ``index`` over its private socket: (status, headers, body).
+        ``client``: the caller's address, which ``client_address`` gives the other worker.
 
         Raises ``ConnectionError`` when that worker is not there (restarting, or gone)."""
         import aiohttp
 
         send = {k: v for k, v in (headers or {}).items() if k.lower() in ("content-type", "accept")}
-        send[ROUTED_HEADER] = str(self.index)
+        if client:
+            send[CLIENT_HEADER] = client
         try:
             async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path(index)))) as s:
                 async with s.request(method, "http://worker" + path, data=body, headers=send) as r:
@@ -139,6 +147,14 @@ def came_from_worker(request: Any) -> bool:
     transport = request.transport
     sockname = transport.get_extra_info("sockname") if transport is not None else None
     return isinstance(sockname, str) and bool(sockname)
+
+
+def client_address(request: Any) -> str | None:
+    """The caller's address, also for a request another worker handed over (only then is the
+    forwarding header believed)."""
+    if came_from_worker(request):
+        return request.headers.get(CLIENT_HEADER)
+    return request.remote
 
 
 # ----------------------------------------------------------------------------- supervisor
