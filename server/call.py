@@ -27,13 +27,13 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engines.blink import Blinker
+from engines.mouth import MouthEnvelope
 from engines.pipeline import CONFIDENT_SECONDS
 
 from .batcher import ModelBatcher
-from .blink import Blinker
 from .config import ServerConfig
 from .metrics import Metrics
-from .mouth import MouthEnvelope
 from .video import AvatarVideoTrack, FrameInfo, Renderer
 
 log = logging.getLogger("speech2face.call")

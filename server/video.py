@@ -30,8 +30,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.reformatter import VideoReformatter
 
-from .blink import Blinker
-from .mouth import MouthEnvelope
+from engines.blink import Blinker
+from engines.mouth import MouthEnvelope
 
 log = logging.getLogger("speech2face.video")
 
