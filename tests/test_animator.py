@@ -18,7 +18,7 @@ from engines.animator import MORPH_S, FaceAnimator, visibly_different
 from engines.blink import Blinker, closure
 from engines.face import FaceParams
 from engines.mouth import NEUTRAL_SHAPE, MouthEnvelope, MouthState
-from engines.render import BLINK_LEVELS, FaceLayers
+from engines.render import BLINK_LEVELS, MOUTH_LEVELS, FaceLayers
 
 FPS = 25.0
 P = 1.0 / FPS
@@ -70,6 +70,26 @@ def test_blinks_are_natural():
 
 
 # --- the animator ---
+def test_one_quantisation_and_one_definition_of_the_levels():
+    import server.video
+
+    assert not hasattr(server.video, "MOUTH_LEVELS") and not hasattr(server.video, "BLINK_LEVELS")
+    anim = FaceAnimator(256, A, sway=False, blink_seed=3)
+    seen_mouth, seen_blink = set(), set()
+    t = 0.0
+    for i in range(300):  # 12 s: speech bursts of varying loudness, blinks
+        t = i * P
+        if (i // 10) % 2 == 0:
+            anim.push_audio(_loud(amp=0.02 + 0.3 * (i % 7) / 7, seed=i), 48_000, arrival=t)
+        f = anim.frame(t)
+        seen_mouth.add(f.mouth.open)
+        seen_blink.add(f.blink)
+    mouth_levels = {i / (MOUTH_LEVELS - 1) for i in range(MOUTH_LEVELS)}
+    blink_levels = {i / (BLINK_LEVELS - 1) for i in range(BLINK_LEVELS)}
+    assert seen_mouth <= mouth_levels and len(seen_mouth) >= 4, seen_mouth
+    assert seen_blink <= blink_levels and max(seen_blink) == 1.0, seen_blink
+
+
 def test_settled_silent_face_is_served_from_the_cache():
     anim = FaceAnimator(256, A, blink_seed=5)
     n = int(30 * FPS)  # 30 s of a listening face: blinks and idle sway, no audio
