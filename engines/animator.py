@@ -57,6 +57,35 @@ class Layers(Protocol):
 LayerFactory = Callable[[FaceParams, int], Layers]
 
 
+class LayerCache:
+    """A small process-wide LRU of built layers, keyed by (face, size): a thread-safe ``LayerFactory``.
+
+    Layers are read-only once built, so animators can share them: every call starts at the
+    neutral face and an assistant usually has one fixed face, and neither then waits for a
+    rasterisation to show its first frame.
+    """
+
+    def __init__(self, factory: LayerFactory = FaceLayers.build, entries: int = 16) -> None:
+        self._factory = factory
+        self._entries = entries
+        self._items: OrderedDict[tuple[bytes, int], Layers] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, params: FaceParams, size: int) -> Layers:
+        key = (params.vector.tobytes(), int(size))
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        layers = self._factory(params, size)  # outside the lock: two misses may both build, neither waits
+        with self._lock:
+            self._items[key] = layers
+            while len(self._items) > self._entries:
+                self._items.popitem(last=False)
+        return layers
+
+
 def visibly_different(a: FaceParams, b: FaceParams) -> bool:
     """Whether two faces differ by more than a viewer could see at avatar size.
 

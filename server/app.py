@@ -88,7 +88,7 @@ async def healthz(request: web.Request) -> web.Response:
     ready = state.ready
     body = {
         "status": "ok" if ready else "loading",
-        "sessions": len(state.calls),
+        "sessions": len(state.calls) + len(state.assistants),
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
         "pid": os.getpid(),
@@ -144,7 +144,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
-    from . import avatar_api
+    from . import assistant_ws, avatar_api
 
     if config.is_loopback:
         ice.use_loopback_only(True)
@@ -156,6 +156,7 @@ def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFac
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/v1/assistant", assistant_ws.assistant)
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)

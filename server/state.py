@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
-from engines.animator import FaceAnimator, LayerFactory
+from engines.animator import FaceAnimator, LayerCache, LayerFactory
 from engines.render import FaceLayers
 
 from . import ice
@@ -39,7 +39,7 @@ class ServerState:
     def __init__(self, config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> None:
         self.config = config
         self.engine = engine
-        self.layer_factory: LayerFactory = layer_factory or FaceLayers.build
+        self.layer_factory: LayerFactory = LayerCache(layer_factory or FaceLayers.build)
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
@@ -48,6 +48,7 @@ class ServerState:
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
         self.calls: dict[str, Call] = {}
+        self.assistants: dict[str, Any] = {}  # assistant_ws.AssistantSession by id
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
@@ -114,9 +115,9 @@ class ServerState:
         self._trim_handle = loop.call_later(1.0, run)
 
     async def close_all(self, reason: str = "shutdown") -> None:
-        calls = list(self.calls.values())
-        if calls:
-            await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+        sessions = list(self.calls.values()) + list(self.assistants.values())
+        if sessions:
+            await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.animator import MORPH_S, FaceAnimator, visibly_different
+from engines.animator import MORPH_S, FaceAnimator, LayerCache, visibly_different
 from engines.blink import Blinker, closure
 from engines.face import FaceParams
 from engines.mouth import NEUTRAL_SHAPE, MouthEnvelope, MouthState
@@ -268,3 +268,19 @@ def test_layers_compose_matches_the_still_renderer():
     still.set_params(B)
     for m, b in ((0.0, 0.0), (0.5, 0.0), (1.0, 1 / 3)):
         assert np.array_equal(layers.compose(MouthState(m), b), still.frame(m, b))
+
+
+def test_layer_cache_shares_built_layers():
+    built = []
+
+    def factory(params, size):
+        built.append(size)
+        return FaceLayers.build(params, size)
+
+    cache = LayerCache(factory, entries=2)
+    a1, a2 = FaceAnimator(256, A, layer_factory=cache), FaceAnimator(256, A, layer_factory=cache)
+    assert built == [256] and np.array_equal(a1.frame(0.0).image, a2.frame(0.0).image)
+    FaceAnimator(256, B, layer_factory=cache)
+    FaceAnimator(256, C, layer_factory=cache)  # evicts A
+    FaceAnimator(256, A, layer_factory=cache)
+    assert built == [256] * 4
