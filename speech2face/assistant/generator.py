@@ -163,7 +163,7 @@ class AssistantAvatar:
         self._index = -1
         self._slot_samples_end = 0  # cumulative sample count at the end of the last slot
         self._closed = False
-        self._iterating = False
+        self._iterator: AsyncIterator[Item] | None = None
         self.frames_out = 0
 
     # ------------------------------------------------------------------ input
@@ -320,10 +320,10 @@ class AssistantAvatar:
         task.add_done_callback(self._tasks.discard)
 
     def __aiter__(self) -> AsyncIterator[Item]:
-        if self._iterating:
-            raise RuntimeError("an AssistantAvatar has one consumer")
-        self._iterating = True
-        return self._items()
+        """One stream per avatar: iterating again (after a ``break``) resumes it."""
+        if self._iterator is None:
+            self._iterator = self._items()
+        return self._iterator
 
     async def _items(self) -> AsyncIterator[Item]:
         await self.prepare()
