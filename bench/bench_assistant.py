@@ -129,8 +129,11 @@ async def probe(session, url: str, speech: np.ndarray, fps: float, rounds: int) 
         await until(lambda: a.wait_event(kind, after, pred) is not None, 5.0)
         return a.wait_event(kind, after, pred)
 
+    # utterances that start with speech, as a TTS segment does: cut just before a loud sample
+    loud = np.flatnonzero(np.abs(speech[: len(speech) - int(2.5 * RATE)]) > 0.1 * 32768)
     for r in range(rounds):
-        seg = speech[r * RATE : r * RATE + int(2.5 * RATE)]
+        s0 = max(0, int(loud[np.searchsorted(loud, (r * 0.7 * RATE) % loud[-1])]) - int(0.005 * RATE))
+        seg = speech[s0 : s0 + int(2.5 * RATE)]
         await asyncio.sleep(0.5 + rng.uniform(0.0, period))  # idle; a random phase against the frame clock
         sent = time.monotonic()
         await ws.send_bytes(seg.tobytes())  # the whole utterance at once, as a fast TTS would

@@ -16,17 +16,15 @@ import pytest_asyncio
 from PIL import Image
 
 from server.config import ServerConfig
-from tests.server_helpers import envelope_db, read_wav_16k, serving, to_rate
+from tests.server_helpers import envelope_db, serving
 
 RATE = 24_000
 FPS = 25
 
 
 @pytest.fixture(scope="module")
-def tts(speech_wav) -> np.ndarray:
-    pcm = to_rate(read_wav_16k(speech_wav["male"]), RATE)
-    loud = np.flatnonzero(np.abs(pcm) > 0.05 * 32768)
-    return pcm[max(0, loud[0] - int(0.01 * RATE)) :]
+def tts(tts24k) -> np.ndarray:
+    return tts24k["male"]
 
 
 @pytest_asyncio.fixture
