@@ -233,9 +233,8 @@ async def test_real_clock_pacing_and_interrupt_wakeup(tts):
             got_end.append(time.monotonic())
             break
     await avatar.aclose()
-    wall = frames[-1].t
-    assert frames[-1].index == 19 and wall == pytest.approx(19 / FPS)
-    assert time.monotonic() - t0 == pytest.approx(wall, abs=0.5)  # real time, loosely (shared machine)
+    assert frames[-1].t == pytest.approx(frames[-1].index / FPS)
+    assert time.monotonic() - t0 == pytest.approx(frames[-1].t, abs=0.5)  # real time, loosely (shared machine)
     # reported at once, not at the next slot (which was ~35 ms away)
     assert got_end and got_end[0] - cleared < 0.5 / FPS, got_end[0] - cleared
 

@@ -99,11 +99,12 @@ async def test_frames_lip_sync_and_segment_end(server, tts):
     # frames at fps, JPEG at the asked size, one frame event after each frame
     times = np.array([t for t, _ in c.frames])
     fps = (len(times) - 1) / (times[-1] - times[0])
-    assert 0.8 * FPS < fps < 1.2 * FPS, fps
+    assert 0.7 * FPS < fps < 1.1 * FPS, fps  # paced (a loaded machine may drop a few, never burst)
     img = Image.open(io.BytesIO(c.frames[-1][1]))
     assert img.format == "JPEG" and img.size == (256, 256)
     frames = c.of("frame")
-    assert [f["index"] for f in frames] == list(range(frames[0]["index"], frames[0]["index"] + len(frames)))
+    index = np.array([f["index"] for f in frames])
+    assert (np.diff(index) >= 1).all() and len(index) >= 0.9 * (index[-1] - index[0] + 1)  # slots in order, few skipped
     # the segment: started, then finished at the audio's duration
     kinds = [e["type"] for _, e in c.events if e["type"] != "frame"]
     assert kinds == ["playback_started", "playback_finished"], kinds
@@ -112,7 +113,8 @@ async def test_frames_lip_sync_and_segment_end(server, tts):
     # mouth follows the energy of the audio at each frame's t; closed while idle
     talking = [f for f in frames if f["t"] is not None]
     t = np.array([f["t"] for f in talking])
-    assert t[0] == 0.0 and np.allclose(np.diff(t), 1 / FPS)
+    steps = np.diff(t) * FPS
+    assert t[0] == 0.0 and np.allclose(steps, np.round(steps)) and (np.round(steps) >= 1).all()  # whole slots
     ref = envelope_db(speech, t + 1 / FPS, window=1 / FPS, rate=RATE)
     mouth = np.array([f["mouth"] for f in talking])
     r = float(np.corrcoef(mouth, np.clip(ref, -60, 0))[0, 1])
