@@ -24,6 +24,7 @@ All methods are called from the event loop thread that iterates the avatar.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -38,6 +39,8 @@ from engines.mouth import NEUTRAL_SHAPE
 from engines.render import SIZES
 
 from .face import face_from_seed, face_params
+
+log = logging.getLogger("speech2face.assistant")
 
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 MODEL_RATE = 16_000
@@ -317,7 +320,12 @@ class AssistantAvatar:
         task = asyncio.ensure_future(coro)
         task.set_name(f"assistant-{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the face stays as it is; frames go on
+            log.error("assistant avatar: %s failed", task.get_name(), exc_info=task.exception())
 
     def __aiter__(self) -> AsyncIterator[Item]:
         """One stream per avatar: iterating again (after a ``break``) resumes it."""
