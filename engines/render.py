@@ -35,8 +35,9 @@ from typing import Mapping
 import numpy as np
 
 from .face import PARAM_NAMES, PARAM_SPECS, FaceParams
-from .render_face import ANIMATED, PART_INPUTS, PARTS, VISEMES, Affine, FaceModel
+from .render_face import ANIMATED, PART_INPUTS, PARTS, Affine, FaceModel
 from .render_scene import DESIGN, Scene, record, to_svg
+from .viseme import VISEMES
 
 SIZES = (256, 384, 512)
 BANDS = 4
@@ -108,6 +109,8 @@ __all__ = [
     "quantize",
     "VISEMES",
     "mouth_variants",
+    "part_alpha",
+    "render_rgb",
 ]
 
 _CATEGORICAL = np.array([bool(s.categories) for s in PARAM_SPECS])
@@ -256,7 +259,12 @@ class FaceLayers:
         parts: dict[str, _Part] = {}
         changed: list[str] = []
         for name in PARTS:
-            key = tuple(float(shown.vector[_INDEX[n]]) for n in PART_INPUTS[name])
+            if name == "mouth":
+                key = model.mouth_key()
+            elif name == "eyes":
+                key = model.eye_key()
+            else:
+                key = tuple(float(shown.vector[_INDEX[n]]) for n in PART_INPUTS[name])
             old = previous.parts.get(name) if previous is not None else None
             if name in ANIMATED:
                 affines = [model.mouth_affine()] if name == "mouth" else [model.eye_affine(-1), model.eye_affine(1)]
@@ -297,13 +305,17 @@ class FaceLayers:
         if rows:
             surf = skia.Surface(rgba)
             canvas = surf.getCanvas()
+            boxes = {name: _px_box(parts[name].box, size) for name in PARTS}
             for r in rows:
                 # a fixed band grid: a band redrawn later is drawn under the same clip as in a full redraw
+                y0, y1 = r * band, (r + 1) * band
                 canvas.save()
-                canvas.clipRect(skia.Rect.MakeLTRB(0, r * band, size, (r + 1) * band))
+                canvas.clipRect(skia.Rect.MakeLTRB(0, y0, size, y1))
                 canvas.clear(skia.Color(*bg))
                 for name in PARTS:
-                    _draw_part(canvas, parts[name], name, scale)
+                    b = boxes[name]
+                    if b is not None and b[1] < y1 and b[3] > y0:
+                        _draw_part(canvas, parts[name], name, scale)
                 canvas.restore()
             del canvas, surf
         layers = cls(size, shown, bg, parts, rgba, np.ascontiguousarray(rgba[:, :, :3]))
@@ -457,15 +469,18 @@ def _viseme_weights(viseme) -> dict[str, float]:
 
 
 def _animated_pictures(model: FaceModel, name: str) -> dict:
-    """Pictures (with their local bounds) of every variant of the mouth or of each eye."""
+    """Pictures (with their local bounds) of every variant of the mouth or of each eye.
+
+    These may use anti-aliased clips: their pixels in the frame always come from their crop
+    box, composited the same way on every redraw, never from a band redraw."""
     out = {}
     if name == "mouth":
         for v, o in _MOUTH_VARIANTS:
-            out[(v, o)] = record(model.mouth_shapes(v, o))
+            out[(v, o)] = record(model.mouth_shapes(v, o), exact_clips=False)
     else:
         for b in _BLINKS:
             for side in (-1, 1):
-                out[(b, side)] = record(model.eye_shapes(b, side))
+                out[(b, side)] = record(model.eye_shapes(b, side), exact_clips=False)
     return out
 
 
@@ -583,11 +598,23 @@ class AvatarRenderer:
         return _mix(a, b, w, self._scratch)
 
 
+def part_alpha(params: FaceParams, names: tuple[str, ...], size: int = 256) -> np.ndarray:
+    """(size, size) uint8 coverage of the named parts drawn alone (masks for tests and docs)."""
+    size = _check_size(size)
+    layers = FaceLayers.build(params, size, animated=False)
+    skia = _skia()
+    out = np.zeros((size, size, 4), np.uint8)
+    surf = skia.Surface(out)
+    c = surf.getCanvas()
+    for n in names:
+        _draw_part(c, layers.parts[n], n, size / DESIGN)
+    del c, surf
+    return out[:, :, 3].copy()
+
+
 def render_rgb(params: FaceParams, size: int = 256, mouth: float = 0.0, blink: float = 0.0, viseme: str = "A") -> np.ndarray:
     """One picture drawn from the same part pictures the live frames use."""
     size = _check_size(size)
-    if mouth <= 0.0 and blink <= 0.0:
-        return FaceLayers.build(params, size, animated=False).base
     return FaceLayers.build(params, size).frame(mouth, blink, viseme)
 
 

@@ -51,14 +51,11 @@ PARTS = (
 )
 ANIMATED = ("mouth", "eyes")
 
-#: mouth shapes (visemes): rest/closed (M, B, P), open (A), spread (E, I, S), round (O, U, W),
-#: lip-under-teeth (F, V). ``engines.viseme`` estimates their weights from the audio.
-VISEMES = ("rest", "A", "E", "O", "F")
 
 # what every head-related part depends on: the head outline and its placement
 _GEOM = ("femininity", "age", "size", "head_width", "face_length", "jaw_width", "chin_shape", "cheek_fullness")
 _EYE = ("eye_size", "eye_spacing", "eye_tilt", "eye_shape")
-_HAIR = ("hair_style", "hair_length", "hair_volume", "hair_colour", "greying", "baldness", "identity_jitter", "brow_arch")
+_HAIR = ("hair_style", "hair_length", "hair_volume", "hair_colour", "greying", "baldness", "identity_jitter", "brow_arch", "neck_width")
 #: the params each part reads (FaceModel geometry included); enforced by tests/test_render.py
 PART_INPUTS: dict[str, tuple[str, ...]] = {
     "background": ("background_hue",),
@@ -101,6 +98,13 @@ PART_INPUTS: dict[str, tuple[str, ...]] = {
     "hair_front": _GEOM + _HAIR + _EYE + ("nose_length", "skin_tone"),
     "glasses": _GEOM + _EYE + ("glasses", "identity_jitter", "nose_length"),
 }
+
+
+GRID = 0.5  # design units (0.25 px at 256 px)
+
+
+def _snap(v: float) -> float:
+    return round(v / GRID) * GRID
 
 
 def clip01(v: float) -> float:
@@ -249,18 +253,21 @@ class FaceModel:
         ex = hw * (0.34 + 0.16 * p.eye_spacing) + 0.22 * ew
         ex = min(ex, self.half_width(self.y_eye) - ew * 1.22 - 6.0)
         ex = max(ex, ew + 9.0)
+        # the animated parts' own shapes depend only on a few sizes, snapped to GRID so their
+        # pre-drawn pictures survive refinements that move them less than that
+        ew, eh = _snap(ew), _snap(eh)
         self.eye = EyeGeom(ew, eh, ex, (p.eye_tilt - 0.5) * 0.36)
         self.y_nose = self.y_eye + (self.y_chin - self.y_eye) * (0.36 + 0.16 * p.nose_length - 0.05 * child)
         self.y_mouth = self.y_nose + (self.y_chin - self.y_nose) * (0.37 + 0.04 * child)
         self.nose_w = (7.0 + 12.0 * p.nose_width) * (1.0 - 0.25 * child) * (1.0 + 0.08 * masc)
         # mouth geometry comes only from mouth params and traits (the mouth part is placed, not rebuilt)
-        self.mw = (18.0 + 16.0 * p.mouth_width) * (1.0 - 0.12 * child)
+        self.mw = _snap((18.0 + 16.0 * p.mouth_width) * (1.0 - 0.12 * child))
         lip = clip01(0.55 * p.lip_fullness + 0.45 * fem)
-        self.ul = 3.0 + 6.0 * lip
-        self.ll = 4.5 + 8.0 * lip
+        self.ul = _snap(3.0 + 6.0 * lip)
+        self.ll = _snap(4.5 + 8.0 * lip)
         self.brow_t = (3.0 + 7.0 * clip01(0.55 * p.brow_thickness + 0.45 * masc)) * (1 - 0.2 * child)
         self.brow_arch = 11.0 * clip01(0.55 * p.brow_arch + 0.45 * fem)
-        self.lash = smooth(0.3, 0.85, 0.35 * p.eyelashes + 0.65 * fem)
+        self.lash = round(smooth(0.3, 0.85, 0.35 * p.eyelashes + 0.65 * fem) * 16) / 16
         self.ear = 0.72 + 0.5 * p.ear_size + 0.1 * senior
 
         # --- body ---------------------------------------------------------------------
@@ -288,6 +295,16 @@ class FaceModel:
 
     def eye_map(self, side: int):
         return self.eye_affine(side)
+
+    def mouth_key(self) -> tuple:
+        """Everything ``mouth_shapes`` reads: equal keys draw identical mouths."""
+        pal = self.pal
+        return (self.mw, self.ul, self.ll, pal.lip, pal.lip_dark, pal.lip_light, pal.lip_line, pal.mouth_in, pal.skin_line)
+
+    def eye_key(self) -> tuple:
+        """Everything ``eye_shapes`` reads: equal keys draw identical eyes."""
+        pal, g = self.pal, self.eye
+        return (g.ew, g.eh, self.lash, pal.iris, pal.iris_dark, pal.iris_light, pal.ink, pal.skin, pal.skin_shadow, pal.skin_line)
 
     def mouth_affine(self) -> Affine:
         return Affine(1.0, 0.0, CX, 0.0, 1.0, self.y_mouth)
@@ -398,7 +415,7 @@ class FaceModel:
             opening = Path().M(CX - nw - 18, ys + 1).L(CX, ys + 46 - 8 * self.child).L(CX + nw + 18, ys + 1).Z()
         else:
             opening = Path().M(CX - nw - 18, ys + 1).C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1).Z()
-        sc.add(opening, pal.shirt_shadow, stroke=pal.shirt_shadow, width=8.0)
+        sc.add(opening, pal.shirt_shadow, stroke=pal.shirt_shadow, width=15.0)
         sc.add(neck, pal.skin_shadow)
         sc.add(opening, pal.skin_shadow)
         # the jaw's cast shadow on the neck: a hard-edged darker tone
@@ -414,13 +431,7 @@ class FaceModel:
                     .Z()
                 )
                 sc.add(collar, pal.shirt_light, stroke=pal.shirt_shadow, width=LINE_FINE)
-        else:
-            sc.add(
-                opening,
-                stroke=pal.shirt_light,
-                width=3.0,
-                opacity=0.7,
-            )
+
 
     def _ears(self, sc: Scene) -> None:
         pal = self.pal
@@ -573,11 +584,14 @@ class FaceModel:
         L, R = (-w, cy), (w, cy)
         up_edge = Path().M(*L).C(-kx, -u * 1.33 + 0.6, kx, -u * 1.33 + 0.6, *R)
         low_back = Path().C(kx, d * 1.33 + 0.6, -kx, d * 1.33 + 0.6, *L)
-        ul_top = spline(
-            [L, (-w * 0.34, -u - ulw - 0.8), (0, -u - ulw + 1.8), (w * 0.34, -u - ulw - 0.8), R],
-            closed=False,
-            tension=0.9,
-        )
+        if viseme == "O":  # pursed: a rounded upper lip, no cupid's bow peaks
+            ul_top = Path().M(*L).C(-w * 0.9, -u - ulw * 1.2, w * 0.9, -u - ulw * 1.2, *R)
+        else:
+            ul_top = spline(
+                [L, (-w * 0.34, -u - ulw - 0.8), (0, -u - ulw + 1.8), (w * 0.34, -u - ulw - 0.8), R],
+                closed=False,
+                tension=0.9,
+            )
         upper_lip = Path(list(ul_top.ops)).C(kx, -u * 1.33 + 0.6, -kx, -u * 1.33 + 0.6, *L).Z()
         lift = 3.0 if viseme == "F" else 0.0  # F/V: the lower lip rolls up under the teeth
         yb = d + llw - lift

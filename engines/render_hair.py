@@ -134,11 +134,24 @@ def _temple(m: FaceModel, side: int, recede: float = 0.0) -> Pt:
     return (CX + side * (m.hw * (0.86 - 0.08 * recede)), y)
 
 
-def _cap(m: FaceModel, v: float, v_top: float, hairline: list[Pt], lobes: int = 0, bump: float = 0.0, n: int = 12) -> Path:
-    """A short-hair mass: sideburn, over the skull, sideburn, then back along the hairline."""
-    right = _sideburn_outer(m, 1, v)
+def _cap(
+    m: FaceModel,
+    v: float,
+    v_top: float,
+    hairline: list[Pt],
+    lobes: int = 0,
+    bump: float = 0.0,
+    n: int = 12,
+    v_side: float | None = None,
+) -> Path:
+    """A short-hair mass: sideburn, over the skull, sideburn, then back along the hairline.
+
+    ``v_side`` (default ``v``) is how far the hair stands off the sides: most short cuts are
+    shorter there than on top, which is what keeps a short style from reading as a helmet."""
+    vs = v if v_side is None else v_side
+    right = _sideburn_outer(m, 1, vs)
     left = _mirror(right)  # bottom to top on the left
-    over = _arc(m, -100, 100, v, v_top, n, bump, lobes)
+    over = _arc(m, -100, 100, vs, v_top, n, bump, lobes)
     outer = left + over + right
     path = spline(outer, closed=False, tension=0.9)
     spline(hairline, closed=False, tension=0.9, path=path, move=False)
@@ -172,23 +185,9 @@ def hair_back(m: FaceModel, sc: Scene) -> None:
         sc.add(mass, back)
         sc.add(mass.translated(10, 0), pal.hair_shadow, clip=mass, opacity=0.6)
     elif st == "afro":
-        r = m.hw + 34 + 1.4 * m.vol
-        cy = m.cy_cran - 6
-        pts = []
-        n = 40
-        for i in range(n):
-            a = 2 * math.pi * i / n
-            rr = r * (1.0 + (0.05 if i % 2 else 0.0))
-            pts.append((CX + rr * 1.06 * math.sin(a), cy - rr * 0.98 * math.cos(a)))
-        mass = spline(pts, closed=True, tension=1.0)
+        mass = _afro_mass(m)
         _shade_mass(sc, mass, m, -10, -8)
-        # coil texture: rows of small dots, shadow and highlight, crisp
-        for ring, (rk, n_dots) in enumerate(((0.92, 26), (0.8, 22))):
-            for i in range(n_dots):
-                a = 2 * math.pi * (i + 0.5 * ring) / n_dots
-                x, y = CX + r * rk * 1.06 * math.sin(a), cy - r * rk * 0.98 * math.cos(a)
-                lit = math.sin(a) < -0.2 and math.cos(a) > -0.2
-                sc.add(circle(x, y, 3.2), pal.hair_light if lit else pal.hair_shadow, clip=mass)
+        _afro_texture(m, sc)
     elif st == "ponytail":
         side = 1 if m.jit >= 0 else -1
         x0, y0 = m.cran(side * 62, v)
@@ -221,6 +220,49 @@ def hair_back(m: FaceModel, sc: Scene) -> None:
         sc.add(circle(CX - r * 0.35, cy - r * 0.4, r * 0.22), pal.hair_light, clip=bun)
     elif st == "braids":
         _braids(m, sc, front=False)
+
+
+def _afro_mass(m: FaceModel) -> Path:
+    """A big rounded cloud around the crown with an irregular scalloped edge; it ends at the
+    ears, so a beard never meets it below the sideburns."""
+    from .render_face import CX
+
+    rx = m.hw + 36 + 1.3 * m.vol
+    ry = m.ry_cran + 34 + 1.2 * m.vol
+    cy = m.cy_cran - 8
+    y_end = m.y_eye + 18
+    pts: list[Pt] = []
+    lobes = 17
+    for i in range(lobes * 2 + 1):
+        t = i / (lobes * 2)
+        ang = -128 + 256 * t
+        a = math.radians(ang)
+        bump = (7.0 + 3.0 * math.sin(i * 2.3)) if i % 2 else 0.0
+        x = CX + (rx + bump) * math.sin(a)
+        y = cy - (ry + bump) * math.cos(a)
+        pts.append((x, min(y, y_end + 10)))
+    pts += [(CX + m.half_width(y_end) - 6, y_end), (CX - m.half_width(y_end) + 6, y_end)]
+    return spline(pts, closed=True, tension=0.9)
+
+
+def _afro_texture(m: FaceModel, sc: Scene) -> None:
+    """Coils: small C-shaped marks, lit ones toward the light, and a crisp highlight crescent."""
+    from .render_face import CX
+
+    pal = m.pal
+    rx = m.hw + 36 + 1.3 * m.vol
+    ry = m.ry_cran + 34 + 1.2 * m.vol
+    cy = m.cy_cran - 8
+    for ring, (k, n) in enumerate(((0.86, 15), (0.7, 11))):
+        for i in range(n):
+            ang = -112 + 224 * (i + 0.5 * ring) / (n - 1 + ring)
+            a = math.radians(ang)
+            x, y = CX + rx * k * math.sin(a), cy - ry * k * math.cos(a)
+            if y > m.y_eye + 8:
+                continue
+            lit = -85 < ang < -15
+            c = pal.hair_light if lit else pal.hair_shadow
+            sc.add(Path().M(x - 5, y + 2).Q(x - 4, y - 5, x + 3, y - 4), stroke=c, width=2.4)
 
 
 def _braids(m: FaceModel, sc: Scene, front: bool) -> None:
@@ -278,7 +320,7 @@ def _front_crew(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
 
     mid = [(CX + m.hw * 0.58, hl + 14), (CX + m.hw * 0.22, hl + 9), (CX + 2, hl + 13), (CX - m.hw * 0.26, hl + 8),
            (CX - m.hw * 0.6, hl + 13)]
-    cap = _cap(m, v, v * 1.2 + 4, _hairline(m, mid), lobes=7, bump=3.0, n=28)
+    cap = _cap(m, v, v * 1.4 + 6, _hairline(m, mid), lobes=7, bump=3.0, n=28, v_side=v * 0.3 + 1)
     _with_cast_shadow(m, sc, cap)
     _shade_mass(sc, cap, m)
     _sheen(sc, m, cap, -62, -22, v - 4, 6)
@@ -292,7 +334,7 @@ def _front_side_part(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
 
     xp = CX - m.hw * 0.36  # the part
     mid = [(CX + m.hw * 0.72, hl + 26), (CX + m.hw * 0.2, hl + 22), (xp + 8, hl + 4), (xp - 4, hl - 6), (CX - m.hw * 0.7, hl + 10)]
-    cap = _cap(m, v, v * 1.15 + 3, _hairline(m, mid))
+    cap = _cap(m, v, v * 1.3 + 5, _hairline(m, mid), v_side=v * 0.5 + 1)
     _with_cast_shadow(m, sc, cap, 8)
     _shade_mass(sc, cap, m)
     _sheen(sc, m, cap, -60, -30, v - 3, 7)
@@ -314,13 +356,14 @@ def _front_quiff(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     from .render_face import CX
 
     mid = [(CX + m.hw * 0.62, hl + 8), (CX + m.hw * 0.1, hl - 2), (CX - m.hw * 0.62, hl + 8)]
-    right = _sideburn_outer(m, 1, v)
+    vs = v * 0.3 + 1
+    right = _sideburn_outer(m, 1, vs)
     left = _mirror(right)
     over = []
     for i in range(15):
         ang = -100 + 200 * i / 14
-        et = v * 1.05 + 30 * math.exp(-(((ang + 12) / 34.0) ** 2))
-        over.append(m.cran(ang, v, et))
+        et = v * 1.2 + 4 + 34 * math.exp(-(((ang + 12) / 30.0) ** 2))
+        over.append(m.cran(ang, vs, et))
     path = spline(left + over + right, closed=False, tension=0.9)
     spline(_hairline(m, mid), closed=False, tension=0.9, path=path, move=False)
     cap = path.Z()
@@ -345,23 +388,26 @@ def _front_undercut(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     mid = [(CX + m.hw * 0.6, hl + 14), (CX, hl + 8), (CX - m.hw * 0.6, hl + 14)]
     crop = _cap(m, 1.5, 1.5, _hairline(m, mid))
     sc.add(crop, mix(pal.skin_shadow, pal.hair, 0.62), clip=m.head)
-    # the long top, swept toward ``side`` and hanging over that temple
-    top_pts = [m.cran(a, v + 6, v * 1.6 + 14) for a in range(-70, 71, 14)]
-    if side < 0:
-        top_pts = [(2 * CX - x, y) for x, y in reversed(top_pts)]
-    ts = _temple(m, side)
-    hang = (ts[0] + side * 4, ts[1] + 18)
-    under = [hang, (CX + side * m.hw * 0.2, hl + 8), (CX - side * m.hw * 0.45, hl - 10)]
-    pts = (top_pts + under) if side > 0 else (top_pts + under)
-    top = spline(pts, closed=True, tension=0.85)
+    # the long top: from the part, swept over toward ``side`` into a fringe that hangs by the brow
+    g = m.eye
+    top_pts = []
+    for i in range(13):
+        t = i / 12
+        ang = -62 + 150 * t
+        top_pts.append(m.cran(side * ang, v + 4 + (v * 0.7 + 14) * math.sin(math.pi * min(1.0, t * 1.2) / 2)))
+    tip = (CX + side * m.hw * 0.8, m.y_eye - g.eh - 20)
+    under = [tip, (CX + side * m.hw * 0.35, hl + 18), (CX - side * m.hw * 0.2, hl + 4), (CX - side * m.hw * 0.55, hl - 8)]
+    top = spline(top_pts + under, closed=True, tension=0.85)
     _with_cast_shadow(m, sc, top, 8)
     _shade_mass(sc, top, m)
-    _sheen(sc, m, top, -50, -14, v + 2, 7)
+    _sheen(sc, m, top, -48 if side > 0 else -30, -12 if side > 0 else 10, v + 6, 8)
     _strands(
         sc,
         m,
-        [[(CX - side * m.hw * 0.4, hl - 6), (CX, m.y_top - v), (CX + side * m.hw * 0.6, hl - 2)],
-         [(CX - side * m.hw * 0.2, hl + 2), (CX + side * m.hw * 0.3, m.y_top + 6), hang]],
+        [
+            [(CX - side * m.hw * 0.45, hl - 4), (CX + side * m.hw * 0.1, m.y_top - v * 0.6), (CX + side * m.hw * 0.7, hl)],
+            [(CX - side * m.hw * 0.2, hl + 4), (CX + side * m.hw * 0.35, m.y_top + 10), (tip[0] - side * 8, tip[1] - 10)],
+        ],
         top,
     )
     return top
@@ -373,17 +419,17 @@ def _front_receding(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     rec = 0.75
     h2 = _hl_y(m, rec)
     mid = [(CX + m.hw * 0.5, h2 + 6), (CX + m.hw * 0.22, h2 - 16), (CX, h2 - 4), (CX - m.hw * 0.22, h2 - 16), (CX - m.hw * 0.5, h2 + 6)]
-    cap = _cap(m, v, v, _hairline(m, mid, rec))
+    _scalp_shine(m, sc)
+    cap = _cap(m, v, v * 0.5 + 1, _hairline(m, mid, rec), v_side=v + 3)
     sc.add(cap, m.pal.hair_shadow)
     sc.add(cap.translated(-5, -4), m.pal.hair, clip=cap)
-    _scalp_shine(m, sc)
     return cap
 
 
 def _scalp_shine(m: FaceModel, sc: Scene) -> None:
     from .render_face import CX
 
-    sc.add(ellipse(CX - m.hw * 0.28, m.y_top + m.hh * 0.08, m.hw * 0.3, m.hh * 0.05), m.pal.skin_light, clip=m.head)
+    sc.add(ellipse(CX - m.hw * 0.3, m.y_top + m.hh * 0.13, m.hw * 0.26, m.hh * 0.045), m.pal.skin_light, clip=m.head)
 
 
 def _front_bald(m: FaceModel, sc: Scene, v: float, hl: float) -> Path | None:
@@ -418,7 +464,7 @@ def _front_wavy_short(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
         x = CX + m.hw * (0.7 - 1.4 * t)
         y = hl + 14 + (7 if i % 2 else -3) - 8 * math.sin(math.pi * t)
         mid.append((x, y))
-    cap = _cap(m, v, v * 1.2 + 4, _hairline(m, mid), lobes=3, bump=6.0, n=24)
+    cap = _cap(m, v, v * 1.3 + 5, _hairline(m, mid), lobes=3, bump=6.0, n=24, v_side=v * 0.6 + 1)
     _with_cast_shadow(m, sc, cap)
     _shade_mass(sc, cap, m)
     _sheen(sc, m, cap, -60, -24, v - 2, 7)
@@ -461,7 +507,7 @@ def _curls(m: FaceModel, sc: Scene, clip: Path, v: float, rows: int, r_curl: flo
             lit = -70 < ang < -10
             c = pal.hair_light if lit else pal.hair_shadow
             arc = Path().M(x - r_curl, y + 1).Q(x - r_curl * 0.6, y - r_curl, x + r_curl * 0.5, y - r_curl * 0.6)
-            sc.add(arc, stroke=c, width=2.6, clip=clip)
+            sc.add(arc, stroke=c, width=2.6)
 
 
 def _front_coily_short(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
@@ -489,7 +535,7 @@ def _front_coily_short(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
             ang = -84 + 168 * (i + 0.5 * (row % 2)) / (n - 1)
             x, y = m.cran(ang, extra + 10 * max(0.0, math.cos(math.radians(ang))) ** 3)
             lit = -72 < ang < -12
-            sc.add(circle(x, y, 2.6), pal.hair_light if lit else pal.hair_shadow, clip=cap)
+            sc.add(circle(x, y, 2.6), pal.hair_light if lit else pal.hair_shadow)
     return cap
 
 
@@ -497,16 +543,12 @@ def _front_afro(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     from .render_face import CX
 
     mid = [(CX + m.hw * 0.6, hl + 14), (CX, hl + 8), (CX - m.hw * 0.6, hl + 14)]
-    # the front of the halo is the back part; here only the hairline edge and sideburns
+    # the halo is the back part; over the head only the hairline's edge and the sideburns
     cap = _cap(m, 6, 6, _hairline(m, mid))
     pal = m.pal
     _with_cast_shadow(m, sc, cap, 6)
     sc.add(cap, pal.hair_shadow)
     sc.add(cap.translated(-6, -6), pal.hair, clip=cap)
-    for i in range(9):
-        ang = -70 + 140 * i / 8
-        x, y = m.cran(ang, -2)
-        sc.add(circle(x, y, 2.8), pal.hair_shadow if not (-66 < ang < -10) else pal.hair_light, clip=cap)
     return cap
 
 
@@ -515,7 +557,7 @@ def _drape(m: FaceModel, v: float, st: str) -> list[Pt]:
     from .render_face import CX
 
     bob = st == "bob"
-    spread = {"bob": 10.0, "long_straight": 14.0, "long_wavy": 22.0, "long_curly": 34.0}[st]
+    spread = {"bob": 10.0, "long_straight": 8.0, "long_wavy": 30.0, "long_curly": 48.0}[st]
     bottom = (m.y_chin + 6) if bob else 470.0 + 10 * m.jit
     x = m.hw + v
     pts = [m.cran(a, v + 2, v * 1.1 + 3) for a in (0, 25, 50, 75, 95)]
@@ -529,9 +571,10 @@ def _drape(m: FaceModel, v: float, st: str) -> list[Pt]:
             (CX + x + spread * 0.8, bottom),
         ]
     if st == "long_wavy":
-        pts = pts[:5] + [(px + (9 if i % 2 else -6), py) for i, (px, py) in enumerate(pts[5:])]
+        pts = pts[:4] + [(px + (14 if i % 2 else -8), py) for i, (px, py) in enumerate(pts[4:])]
     if st == "long_curly":
-        pts = pts[:2] + _lobed(pts[2:], CX, m.cy_cran + 40, 9.0, 5, 0.7)
+        pts = [m.cran(a, v + 8, v * 1.2 + 12) for a in (0, 25, 50, 75, 95)] + pts[5:]
+        pts = pts[:1] + _lobed(pts[1:], CX, m.cy_cran + 40, 14.0, 6, 0.6)
     return pts
 
 
@@ -619,7 +662,7 @@ def _front_long_curly(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
         for j in range(4):
             x = CX + side * (m.hw + v * 0.5 + 2)
             y = m.y_eye + 10 + j * 26
-            sc.add(Path().M(x - 6, y).Q(x, y - 9, x + 6, y - 2), stroke=pal.hair_shadow, width=2.6, clip=mass)
+            sc.add(Path().M(x - 6, y).Q(x, y - 9, x + 6, y - 2), stroke=pal.hair_shadow, width=2.6)
     return mass
 
 

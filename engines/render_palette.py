@@ -30,7 +30,7 @@ LINE_FLOOR = 2.2
 #: the most readable part of each eye vs the skin around it (WCAG non-text contrast)
 EYE_FLOOR = 3.0
 #: hair vs beard: CIE76 colour difference below which two flat areas read as one
-BEARD_HAIR_MIN_DELTA_E = 14.0
+BEARD_HAIR_MIN_DELTA_E = 20.0
 
 
 def hexc(s: str) -> RGB:
@@ -138,7 +138,7 @@ def beard_colour(hair: RGB) -> RGB:
     """
     h, light, s = colorsys.rgb_to_hls(*hair)
     if light > 0.45:
-        out, sign = hls(h, light - 0.2, s * 0.8), -1.0
+        out, sign = hls(h - 0.01, light - 0.26, s * 0.85), -1.0
     elif light > 0.25:
         out, sign = hls(h, light - 0.11, s * 0.95), -1.0
     else:

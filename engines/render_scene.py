@@ -29,6 +29,9 @@ class Path:
     def __init__(self, ops: list[tuple] | None = None) -> None:
         self.ops: list[tuple] = ops if ops is not None else []
 
+    def __repr__(self) -> str:
+        return f"Path({self.ops!r})"
+
     # -- building ---------------------------------------------------------------------
     def M(self, x: float, y: float) -> "Path":
         self.ops.append(("M", x, y))
@@ -309,58 +312,62 @@ def _skia_path(p: Path, evenodd: bool = False):
     return sp
 
 
-def draw_shapes(canvas, shapes: Iterable[Shape]) -> tuple[float, float, float, float] | None:
+def draw_shapes(canvas, shapes: Iterable[Shape], exact_clips: bool = True) -> tuple[float, float, float, float] | None:
     """Paint shapes in design units onto a Skia canvas (the caller sets the transform).
 
-    A clipped shape is drawn as the geometric intersection of its path (or its stroke's
-    outline) and the clip (Skia PathOps) rather than through an anti-aliased clip, whose
-    mask would depend on the device clip it is drawn under. Returns the design-space bounds
-    of what was painted (conservative), for dirty-rectangle bookkeeping.
+    With ``exact_clips`` a clipped shape is drawn as the geometric intersection of its path
+    (or its stroke's outline) and the clip (Skia PathOps) rather than through an
+    anti-aliased clip, whose mask would depend on the device clip it is drawn under: what
+    is redrawn band by band must not depend on the band. Returns the design-space bounds of
+    what was painted (conservative), for dirty-rectangle bookkeeping.
     """
     skia = _skia()
-    box = None
+    box = skia.Rect.MakeEmpty()
+    pad = 1.0
     for s in shapes:
         sp = _skia_path(s.path, s.evenodd)
         clip = _skia_path(s.clip) if s.clip is not None else None
-        if s.fill is not None:
-            paint = skia.Paint(AntiAlias=True)
-            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
-            fill = sp if clip is None else skia.Op(sp, clip, skia.kIntersect_PathOp)
-            canvas.drawPath(fill, paint)
-            box = _grow(box, fill.getBounds(), 1.0)
+        stroke = None
         if s.stroke is not None and s.stroke_width > 0:
-            paint = skia.Paint(
+            stroke = skia.Paint(
                 AntiAlias=True,
                 Style=skia.Paint.kStroke_Style,
                 StrokeWidth=s.stroke_width,
                 StrokeCap=skia.Paint.kRound_Cap,
                 StrokeJoin=skia.Paint.kRound_Join,
             )
-            paint.setColor4f(skia.Color4f(*s.stroke, s.opacity))
-            if clip is None:
-                canvas.drawPath(sp, paint)
-                box = _grow(box, sp.getBounds(), s.stroke_width / 2 + 1.0)
+            stroke.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+        soft_clip = clip is not None and not exact_clips
+        if soft_clip:
+            canvas.save()
+            canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
+        if s.fill is not None:
+            paint = skia.Paint(AntiAlias=True)
+            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
+            fill = sp if clip is None or soft_clip else skia.Op(sp, clip, skia.kIntersect_PathOp)
+            canvas.drawPath(fill, paint)
+            box.join(fill.getBounds())
+        if stroke is not None:
+            if clip is None or soft_clip:
+                canvas.drawPath(sp, stroke)
+                box.join(sp.getBounds())
+                pad = max(pad, s.stroke_width / 2 + 1.0)
             else:
                 outline = skia.Path()
-                paint.getFillPath(sp, outline, None, 4.0)
+                stroke.getFillPath(sp, outline, None, 4.0)
                 fill = skia.Paint(AntiAlias=True)
                 fill.setColor4f(skia.Color4f(*s.stroke, s.opacity))
                 cut = skia.Op(outline, clip, skia.kIntersect_PathOp)
                 canvas.drawPath(cut, fill)
-                box = _grow(box, cut.getBounds(), 1.0)
-    return box
+                box.join(cut.getBounds())
+        if soft_clip:
+            canvas.restore()
+    if box.isEmpty():
+        return None
+    return (box.left() - pad, box.top() - pad, box.right() + pad, box.bottom() + pad)
 
 
-def _grow(box, r, pad: float):
-    if r.isEmpty():
-        return box
-    b = (r.left() - pad, r.top() - pad, r.right() + pad, r.bottom() + pad)
-    if box is None:
-        return b
-    return (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
-
-
-def record(shapes: Sequence[Shape]):
+def record(shapes: Sequence[Shape], exact_clips: bool = True):
     """A Skia picture of the shapes in design units, and the bounds of what it paints.
 
     Replaying a picture draws exactly what drawing the shapes would (same commands), without
@@ -369,15 +376,15 @@ def record(shapes: Sequence[Shape]):
     skia = _skia()
     rec = skia.PictureRecorder()
     canvas = rec.beginRecording(skia.Rect.MakeWH(DESIGN, DESIGN))
-    box = draw_shapes(canvas, shapes)
+    box = draw_shapes(canvas, shapes, exact_clips)
     return rec.finishRecordingAsPicture(), box
 
 
 def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Draw the scene at ``size`` px; ``box=(x0, y0, x1, y1)`` in pixels renders only that crop.
 
-    Cropping is a device-space integer translate, so a crop is pixel-identical to the same
-    region of the full render.
+    A direct draw of the whole scene (clips as anti-aliased clips, like an SVG viewer); the
+    live renderer draws the same shapes part by part (``engines.render``).
     """
     skia = _skia()
     x0, y0, x1, y1 = box if box is not None else (0, 0, size, size)
@@ -387,6 +394,6 @@ def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = N
     canvas.clear(skia.Color(*(int(round(v * 255)) for v in scene.background)))
     canvas.translate(-x0, -y0)
     canvas.scale(size / DESIGN, size / DESIGN)
-    draw_shapes(canvas, scene.shapes)
+    draw_shapes(canvas, scene.shapes, exact_clips=False)
     del canvas, surf
     return np.ascontiguousarray(out[:, :, :3])
