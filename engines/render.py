@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -39,14 +39,19 @@ from .render_face import ANIMATED, PART_INPUTS, PARTS, Affine, FaceModel
 from .render_scene import DESIGN, Scene, record, to_svg
 from .viseme import VISEMES
 
+if TYPE_CHECKING:
+    from .mouth import MouthState
+
 SIZES = (256, 384, 512)
 BANDS = 4
 #: the frame is rasterised in this many fixed horizontal bands: a refinement redraws only the
 #: bands its changed parts touch, and a band is always drawn under the same clip, so an
 #: incremental redraw is pixel-identical to a full one (Skia's anti-aliasing of a path that
 #: crosses a clip depends on the clip, so clips must not depend on what changed)
-#: openness steps pre-drawn per open viseme (A, E, O); frames blend the two nearest
-MOUTH_LEVELS = 4
+#: openness levels pre-drawn per open viseme (A, E, O), closed included: the animator
+#: quantises openness to exactly these (a live frame is pasted crops); stills blend the nearest
+MOUTH_LEVELS = 5
+#: eyelid levels, open to shut (the animator quantises blinks to these)
 BLINK_LEVELS = 4
 #: a change is drawn once it would move some drawn point this far (design units; 0.75 px at
 #: 256 px) or shift a colour by about one just-noticeable difference
@@ -102,6 +107,9 @@ F_FULL_AT = 0.15
 __all__ = [
     "AvatarRenderer",
     "FaceLayers",
+    "crossfade",
+    "MOUTH_LEVELS",
+    "BLINK_LEVELS",
     "render_png",
     "render_svg",
     "SIZES",
@@ -152,7 +160,7 @@ def mouth_variants() -> list[tuple[str, float]]:
     """The pre-drawn mouth crops: rest, each open viseme at each openness level, and F."""
     out: list[tuple[str, float]] = [("rest", 0.0)]
     for v in ("A", "E", "O"):
-        out += [(v, (i + 1) / MOUTH_LEVELS) for i in range(MOUTH_LEVELS)]
+        out += [(v, i / (MOUTH_LEVELS - 1)) for i in range(1, MOUTH_LEVELS)]
     out.append(("F", 1.0))
     return out
 
@@ -242,7 +250,10 @@ class FaceLayers:
     # -- building ---------------------------------------------------------------------
     @classmethod
     def build(cls, params: FaceParams, size: int, previous: "FaceLayers | None" = None, animated: bool = True) -> "FaceLayers":
-        """Draw a face, reusing whatever ``previous`` (the face on screen) already drew."""
+        """Draw a face, reusing whatever ``previous`` (the face on screen) already drew.
+
+        Returns ``previous`` itself when nothing visible changed. Never modifies ``previous``.
+        """
         size = _check_size(size)
         if previous is not None and previous.size != size:
             previous = None
@@ -252,8 +263,7 @@ class FaceLayers:
             and np.array_equal(shown.vector, previous.shown.vector)
             and (previous.mouth is not None or not animated)
         ):
-            previous.stats = {"parts_redrawn": 0, "dirty_px": 0, "crops_redrawn": 0}
-            return previous
+            return previous  # nothing visible changed (layers are read-only: sharing is safe)
         model = FaceModel(shown)
         bg = tuple(int(round(c * 255)) for c in model.pal.bg)
         parts: dict[str, _Part] = {}
@@ -416,6 +426,19 @@ class FaceLayers:
             out[y0:y1, x0:x1] = e
         return out
 
+    def compose(self, mouth: "MouthState", blink: float) -> np.ndarray:
+        """The frame for one expression (the animator's renderer interface): a fresh array.
+
+        ``mouth.shape`` is a viseme name (``NEUTRAL_SHAPE`` draws the generic open mouth);
+        ``mouth.toward``/``mouth.mix`` blend in a second shape while the viseme changes.
+        """
+        shape = "A" if mouth.shape not in VISEMES else mouth.shape
+        if mouth.toward in VISEMES and mouth.mix > 0:
+            viseme: str | dict[str, float] = {shape: 1.0 - mouth.mix, mouth.toward: mouth.mix}
+        else:
+            viseme = shape
+        return self.frame(mouth.open, blink, viseme)
+
     def _mouth_crop(self, openness: float, viseme) -> np.ndarray | None:
         weights = _viseme_weights(viseme)
         top = sorted(weights.items(), key=lambda kv: -kv[1])[:2]
@@ -445,8 +468,17 @@ class FaceLayers:
         if v == "F":
             f = min(1.0, max(0.0, openness) / F_FULL_AT)
             return _level([rest, c[("F", 1.0)]], f)
-        stack = [rest] + [c[(v, (i + 1) / MOUTH_LEVELS)] for i in range(MOUTH_LEVELS)]
+        stack = [rest] + [c[(v, i / (MOUTH_LEVELS - 1))] for i in range(1, MOUTH_LEVELS)]
         return _level(stack, openness)
+
+
+def crossfade(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Two frames mixed, ``t`` = 0 is ``a``, 1 is ``b`` (exact at both ends)."""
+    return _mix(a, b, int(round(min(max(t, 0.0), 1.0) * 256)))
+
+
+# ``build`` takes ``previous=``: the animator passes the face it shows (engines/animator.py)
+FaceLayers.build.__func__.accepts_previous = True  # type: ignore[attr-defined]
 
 
 def _viseme_weights(viseme) -> dict[str, float]:

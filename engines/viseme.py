@@ -94,11 +94,13 @@ class VisemeEstimator:
         self._peak_db = -45.0
         self.weights: dict[str, float] = {v: (1.0 if v == "rest" else 0.0) for v in VISEMES}
         self.target: dict[str, float] = dict(self.weights)
+        self._pending_s = 0.0
         self._win = np.hanning(self._n).astype(np.float32)
         self._freqs = np.fft.rfftfreq(self._n, 1.0 / RATE)
 
     def reset(self) -> None:
         self._buf[:] = 0
+        self._pending_s = 0.0
         self.weights = {v: (1.0 if v == "rest" else 0.0) for v in VISEMES}
         self.target = dict(self.weights)
 
@@ -107,8 +109,12 @@ class VisemeEstimator:
         """The heaviest viseme now."""
         return max(self.weights, key=self.weights.get)
 
-    def push(self, pcm: np.ndarray, rate: int = RATE) -> dict[str, float]:
-        """Add mono samples (float in [-1, 1] or int16); returns the smoothed weights."""
+    def push(self, pcm: np.ndarray, rate: int = RATE, analyse: bool = True) -> dict[str, float]:
+        """Add mono samples (float in [-1, 1] or int16); returns the smoothed weights.
+
+        With ``analyse=False`` the samples are only buffered (cheap, per audio packet) and the
+        analysis waits for :meth:`update`, which a frame loop calls once per video frame.
+        """
         x = np.asarray(pcm)
         if x.dtype == np.int16:
             x = x.astype(np.float32) / 32768.0
@@ -119,16 +125,29 @@ class VisemeEstimator:
             raise ValueError("audio contains NaN or infinity")
         if rate != RATE:
             x = _to_16k(x, rate)
-        dt = x.size / RATE
+        self._pending_s += x.size / RATE
         if x.size >= self._n:
             self._buf[:] = x[-self._n :]
         else:
-            self._buf = np.roll(self._buf, -x.size)
+            self._buf[: -x.size] = self._buf[x.size :].copy()
             self._buf[-x.size :] = x
+        return self.update() if analyse else self.weights
+
+    def update(self) -> dict[str, float]:
+        """Analyse the newest window (if audio arrived since the last call) and smooth toward it."""
+        dt = self._pending_s
+        if dt <= 0:
+            return self.weights
+        self._pending_s = 0.0
         self.target = self.classify(self._buf, dt)
         k = 1.0 - math.exp(-dt / self._smooth_s) if self._smooth_s > 0 else 1.0
         self.weights = {v: self.weights[v] + (self.target[v] - self.weights[v]) * k for v in VISEMES}
         return self.weights
+
+    def top2(self) -> tuple[str, str, float]:
+        """(heaviest shape, second shape, the second's share of the two): what a frame blends."""
+        (a, wa), (b, wb) = sorted(self.weights.items(), key=lambda kv: -kv[1])[:2]
+        return a, b, (wb / (wa + wb) if wa + wb > 0 else 0.0)
 
     def classify(self, x: np.ndarray, dt: float = 0.02) -> dict[str, float]:
         """Unsmoothed viseme weights of one window (updates the loudness peak tracker)."""

@@ -397,7 +397,7 @@ def test_hair_silhouettes_are_distinct() -> None:
 def test_hair_has_three_tones_and_strands() -> None:
     for style in ("side_part", "long_wavy", "afro", "curly_short"):
         p = _style_face(style)
-        mask = part_alpha(p, ("hair_front",), 256) > 250
+        mask = part_alpha(p, ("hair_back", "hair_front"), 256) > 250
         img = _png_array(p)[mask]
         colours = {tuple(c) for c in img.tolist()}
         m = FaceModel(quantize(p))
@@ -474,8 +474,10 @@ def test_facial_hair_is_its_own_shape(style: str) -> None:
         for side in (-1, 1):
             cheek = _region(m, m.y_eye + m.eye.eh + 8, m.y_nose, 256 + side * m.eye.ex - 6, 256 + side * m.eye.ex + 6)
             assert not beard[cheek].any(), (style, hair_style, side)
-        shared = np.count_nonzero(beard & hair)
-        assert shared <= 0.04 * np.count_nonzero(beard), (style, hair_style, shared)
+        # below the sideburns (where beard and hair meet by nature) they share next to nothing
+        low = slice(_px(m.y_eye + 30), None)
+        shared = np.count_nonzero(beard[low] & hair[low])
+        assert shared <= 0.02 * np.count_nonzero(beard), (style, hair_style, shared)
 
 
 # -- visemes ------------------------------------------------------------------------------------
