@@ -50,9 +50,9 @@ BANDS = 4
 #: crosses a clip depends on the clip, so clips must not depend on what changed)
 #: openness levels pre-drawn per open viseme (A, E, O), closed included: the animator
 #: quantises openness to exactly these (a live frame is pasted crops); stills blend the nearest
-MOUTH_LEVELS = 5
+MOUTH_LEVELS = 4
 #: eyelid levels, open to shut (the animator quantises blinks to these)
-BLINK_LEVELS = 4
+BLINK_LEVELS = 3
 #: a change is drawn once it would move some drawn point this far (design units; 0.75 px at
 #: 256 px) or shift a colour by about one just-noticeable difference
 VISIBLE_UNITS = 1.5
@@ -86,8 +86,8 @@ SENSITIVITY = {
 #: params that only move colours, opacities or thresholds: a step of about one JND
 COLOUR_QUANTUM = {
     "greying": 1 / 32,
-    "background_hue": 1 / 64,
-    "shirt_hue": 1 / 64,
+    "background_hue": 1 / 48,
+    "shirt_hue": 1 / 48,
     "age_lines": 1 / 16,
     "freckles": 1 / 32,
     "glasses": 1 / 32,
@@ -101,6 +101,10 @@ def _quantum(name: str) -> float:
     if name in COLOUR_QUANTUM:
         return COLOUR_QUANTUM[name]
     return 1.0 / max(16.0, math.ceil(SENSITIVITY.get(name, 64.0) / VISIBLE_UNITS))
+
+
+#: a categorical param leaves its shown bucket only this far (in buckets) past the edge
+CATEGORY_MARGIN = 0.25
 #: an F/V shows fully once the envelope opens this much (fricatives are quiet)
 F_FULL_AT = 0.15
 
@@ -147,6 +151,11 @@ def quantize(params: FaceParams, shown: FaceParams | None = None) -> FaceParams:
     if shown is not None:
         prev = shown.vector.astype(np.float64)
         keep = (~_CATEGORICAL) & (np.abs(v - prev) <= QUANTA)
+        # a category (hair style, colours) changes only once the value is well inside the new
+        # bucket: an identity code sitting on a bucket edge must not flip the hair back and forth
+        lo, hi = (prev * n - 0.5) / n, (prev * n + 0.5) / n  # the shown bucket's edges
+        margin = CATEGORY_MARGIN / n
+        keep |= _CATEGORICAL & (v > lo - margin) & (v < hi + margin)
         out = np.where(keep, prev, out)
     return FaceParams(out.astype(np.float32))
 
@@ -609,7 +618,9 @@ class AvatarRenderer:
         self._cur = new
         self._last_morph = 1.0
 
-    def frame(self, mouth: float, blink: float, morph: float = 1.0, viseme: "str | Mapping[str, float] | None" = None) -> np.ndarray:
+    def frame(
+        self, mouth: float, blink: float, morph: float = 1.0, viseme: "str | Mapping[str, float] | None" = None
+    ) -> np.ndarray:
         """(size, size, 3) uint8 RGB, C-contiguous; a fresh array the caller may keep.
 
         ``viseme``: a mouth shape name from ``VISEMES`` or a weight map over them (the two

@@ -55,7 +55,17 @@ ANIMATED = ("mouth", "eyes")
 # what every head-related part depends on: the head outline and its placement
 _GEOM = ("femininity", "age", "size", "head_width", "face_length", "jaw_width", "chin_shape", "cheek_fullness")
 _EYE = ("eye_size", "eye_spacing", "eye_tilt", "eye_shape")
-_HAIR = ("hair_style", "hair_length", "hair_volume", "hair_colour", "greying", "baldness", "identity_jitter", "brow_arch", "neck_width")
+_HAIR = (
+    "hair_style",
+    "hair_length",
+    "hair_volume",
+    "hair_colour",
+    "greying",
+    "baldness",
+    "identity_jitter",
+    "brow_arch",
+    "neck_width",
+)
 #: the params each part reads (FaceModel geometry included); enforced by tests/test_render.py
 PART_INPUTS: dict[str, tuple[str, ...]] = {
     "background": ("background_hue",),
@@ -161,9 +171,7 @@ def resolve_hair_style(style: str, hair_length: float, baldness: float = 0.0) ->
     if lo <= hair_length <= hi:
         return style
     i = HAIR_STYLES.index(style)
-    allowed = [
-        HAIR_STYLES.index(s) for s in candidates if HAIR_LENGTH_RANGE[s][0] <= hair_length <= HAIR_LENGTH_RANGE[s][1]
-    ]
+    allowed = [HAIR_STYLES.index(s) for s in candidates if HAIR_LENGTH_RANGE[s][0] <= hair_length <= HAIR_LENGTH_RANGE[s][1]]
     best = min(allowed, key=lambda j: (abs(j - i), j))
     return HAIR_STYLES[best]
 
@@ -414,7 +422,9 @@ class FaceModel:
         if neckline == 1:
             opening = Path().M(CX - nw - 18, ys + 1).L(CX, ys + 46 - 8 * self.child).L(CX + nw + 18, ys + 1).Z()
         else:
-            opening = Path().M(CX - nw - 18, ys + 1).C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1).Z()
+            opening = (
+                Path().M(CX - nw - 18, ys + 1).C(CX - nw * 0.6, y_col + 6, CX + nw * 0.6, y_col + 6, CX + nw + 18, ys + 1).Z()
+            )
         sc.add(opening, pal.shirt_shadow, stroke=pal.shirt_shadow, width=15.0)
         sc.add(neck, pal.skin_shadow)
         sc.add(opening, pal.skin_shadow)
@@ -432,7 +442,6 @@ class FaceModel:
                 )
                 sc.add(collar, pal.shirt_light, stroke=pal.shirt_shadow, width=LINE_FINE)
 
-
     def _ears(self, sc: Scene) -> None:
         pal = self.pal
         y0 = self.y_eye - 8
@@ -445,7 +454,14 @@ class FaceModel:
             outer = (
                 Path()
                 .M(x, ecy - eh * 0.95)
-                .C(x + side * ew * 1.25, ecy - eh * 1.05, x + side * ew * 1.45, ecy + eh * 0.05, x + side * ew * 0.95, ecy + eh * 0.62)
+                .C(
+                    x + side * ew * 1.25,
+                    ecy - eh * 1.05,
+                    x + side * ew * 1.45,
+                    ecy + eh * 0.05,
+                    x + side * ew * 0.95,
+                    ecy + eh * 0.62,
+                )
                 .C(x + side * ew * 0.6, ecy + eh * 1.02, x + side * ew * 0.05, ecy + eh * 1.04, x - side * 2, ecy + eh * 0.72)
                 .Z()
             )
@@ -453,8 +469,22 @@ class FaceModel:
             inner = (
                 Path()
                 .M(x + side * ew * 0.2, ecy - eh * 0.62)
-                .C(x + side * ew * 0.95, ecy - eh * 0.7, x + side * ew * 1.02, ecy + eh * 0.02, x + side * ew * 0.62, ecy + eh * 0.42)
-                .C(x + side * ew * 0.42, ecy + eh * 0.18, x + side * ew * 0.5, ecy - eh * 0.32, x + side * ew * 0.2, ecy - eh * 0.62)
+                .C(
+                    x + side * ew * 0.95,
+                    ecy - eh * 0.7,
+                    x + side * ew * 1.02,
+                    ecy + eh * 0.02,
+                    x + side * ew * 0.62,
+                    ecy + eh * 0.42,
+                )
+                .C(
+                    x + side * ew * 0.42,
+                    ecy + eh * 0.18,
+                    x + side * ew * 0.5,
+                    ecy - eh * 0.32,
+                    x + side * ew * 0.2,
+                    ecy - eh * 0.62,
+                )
                 .Z()
             )
             sc.add(inner, pal.skin_shadow)
@@ -671,8 +701,15 @@ class FaceModel:
         icx, icy = -0.04 * g.ew, g.eh * 0.1
         sc.add(circle(icx, icy, ir), pal.iris_dark, clip=eye)
         sc.add(circle(icx, icy, ir * 0.8), pal.iris, clip=eye)
-        sc.add(Path().M(icx - ir * 0.62, icy + ir * 0.3).Q(icx, icy + ir * 0.95, icx + ir * 0.62, icy + ir * 0.3)
-               .Q(icx, icy + ir * 0.55, icx - ir * 0.62, icy + ir * 0.3).Z(), pal.iris_light, clip=eye)
+        sc.add(
+            Path()
+            .M(icx - ir * 0.62, icy + ir * 0.3)
+            .Q(icx, icy + ir * 0.95, icx + ir * 0.62, icy + ir * 0.3)
+            .Q(icx, icy + ir * 0.55, icx - ir * 0.62, icy + ir * 0.3)
+            .Z(),
+            pal.iris_light,
+            clip=eye,
+        )
         sc.add(circle(icx, icy, ir * 0.44), pal.ink, clip=eye)
         # catch-lights stay on the light's side (upper left of the picture) for both eyes
         lx = -side * ir * 0.34
@@ -697,8 +734,12 @@ class FaceModel:
                 py = mt**3 * inner[1] + 3 * mt**2 * t * e1[1] + 3 * mt * t**2 * e2[1] + t**3 * outer[1]
                 ln = 6.0 * self.lash
                 dy = -1.0 + 1.6 * blink
-                sc.add(Path().M(px, py).L(px + ln * (0.2 + t * 0.55), py + ln * dy), stroke=pal.ink, width=LINE_FINE,
-                       opacity=min(1.0, 0.4 + self.lash))
+                sc.add(
+                    Path().M(px, py).L(px + ln * (0.2 + t * 0.55), py + ln * dy),
+                    stroke=pal.ink,
+                    width=LINE_FINE,
+                    opacity=min(1.0, 0.4 + self.lash),
+                )
         return sc.shapes
 
     def _brows(self, sc: Scene) -> None:

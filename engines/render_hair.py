@@ -215,8 +215,15 @@ def hair_back(m: FaceModel, sc: Scene) -> None:
         cy = m.y_top - 18
         bun = circle(CX, cy, r)
         _shade_mass(sc, bun, m, -6, -5)
-        _strands(sc, m, [[(CX - r * 0.7, cy + 2), (CX - r * 0.1, cy - r * 0.55), (CX + r * 0.6, cy - r * 0.3)],
-                         [(CX - r * 0.5, cy + r * 0.45), (CX + r * 0.2, cy + r * 0.1), (CX + r * 0.7, cy + r * 0.25)]], bun)
+        _strands(
+            sc,
+            m,
+            [
+                [(CX - r * 0.7, cy + 2), (CX - r * 0.1, cy - r * 0.55), (CX + r * 0.6, cy - r * 0.3)],
+                [(CX - r * 0.5, cy + r * 0.45), (CX + r * 0.2, cy + r * 0.1), (CX + r * 0.7, cy + r * 0.25)],
+            ],
+            bun,
+        )
         sc.add(circle(CX - r * 0.35, cy - r * 0.4, r * 0.22), pal.hair_light, clip=bun)
     elif st == "braids":
         _braids(m, sc, front=False)
@@ -283,7 +290,14 @@ def _braids(m: FaceModel, sc: Scene, front: bool) -> None:
             t0, t1 = i / n, (i + 1) / n
             xa, ya = lerp_pt((x_top, y_top), (x_bot, y_bot), t0)
             xb, yb = lerp_pt((x_top, y_top), (x_bot, y_bot), t1)
-            seg = Path().M(xa - w, ya).Q((xa + xb) / 2, ya - 3, xa + w, ya).L(xb + w * 0.7, yb + 2).Q(xb, yb + 5, xb - w * 0.7, yb + 2).Z()
+            seg = (
+                Path()
+                .M(xa - w, ya)
+                .Q((xa + xb) / 2, ya - 3, xa + w, ya)
+                .L(xb + w * 0.7, yb + 2)
+                .Q(xb, yb + 5, xb - w * 0.7, yb + 2)
+                .Z()
+            )
             sc.add(seg, pal.hair if (i + (1 if k > 0 else 0)) % 2 else mix(pal.hair, pal.hair_shadow, 0.35))
             sc.add(Path().M(xa - w * 0.6, ya + 2).L(xa + w * 0.2, ya + 5), stroke=pal.hair_light, width=1.8, opacity=0.8)
         sc.add(ellipse(x_bot, y_bot + 4, 5.5, 4.5), pal.hair_shadow)
@@ -318,8 +332,13 @@ def _front_buzz(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
 def _front_crew(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     from .render_face import CX
 
-    mid = [(CX + m.hw * 0.58, hl + 14), (CX + m.hw * 0.22, hl + 9), (CX + 2, hl + 13), (CX - m.hw * 0.26, hl + 8),
-           (CX - m.hw * 0.6, hl + 13)]
+    mid = [
+        (CX + m.hw * 0.58, hl + 14),
+        (CX + m.hw * 0.22, hl + 9),
+        (CX + 2, hl + 13),
+        (CX - m.hw * 0.26, hl + 8),
+        (CX - m.hw * 0.6, hl + 13),
+    ]
     cap = _cap(m, v, v * 1.4 + 6, _hairline(m, mid), lobes=7, bump=3.0, n=28, v_side=v * 0.3 + 1)
     _with_cast_shadow(m, sc, cap)
     _shade_mass(sc, cap, m)
@@ -333,7 +352,13 @@ def _front_side_part(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     from .render_face import CX
 
     xp = CX - m.hw * 0.36  # the part
-    mid = [(CX + m.hw * 0.72, hl + 26), (CX + m.hw * 0.2, hl + 22), (xp + 8, hl + 4), (xp - 4, hl - 6), (CX - m.hw * 0.7, hl + 10)]
+    mid = [
+        (CX + m.hw * 0.72, hl + 26),
+        (CX + m.hw * 0.2, hl + 22),
+        (xp + 8, hl + 4),
+        (xp - 4, hl - 6),
+        (CX - m.hw * 0.7, hl + 10),
+    ]
     cap = _cap(m, v, v * 1.3 + 5, _hairline(m, mid), v_side=v * 0.5 + 1)
     _with_cast_shadow(m, sc, cap, 8)
     _shade_mass(sc, cap, m)
@@ -373,7 +398,10 @@ def _front_quiff(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     _strands(
         sc,
         m,
-        [[(CX - m.hw * k, hl + 2), (CX - m.hw * (k - 0.1), m.y_top - 16), (CX + m.hw * (0.3 - k * 0.2), m.y_top - 8)] for k in (0.3, 0.0)],
+        [
+            [(CX - m.hw * k, hl + 2), (CX - m.hw * (k - 0.1), m.y_top - 16), (CX + m.hw * (0.3 - k * 0.2), m.y_top - 8)]
+            for k in (0.3, 0.0)
+        ],
         cap,
     )
     return cap
@@ -418,7 +446,13 @@ def _front_receding(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
 
     rec = 0.75
     h2 = _hl_y(m, rec)
-    mid = [(CX + m.hw * 0.5, h2 + 6), (CX + m.hw * 0.22, h2 - 16), (CX, h2 - 4), (CX - m.hw * 0.22, h2 - 16), (CX - m.hw * 0.5, h2 + 6)]
+    mid = [
+        (CX + m.hw * 0.5, h2 + 6),
+        (CX + m.hw * 0.22, h2 - 16),
+        (CX, h2 - 4),
+        (CX - m.hw * 0.22, h2 - 16),
+        (CX - m.hw * 0.5, h2 + 6),
+    ]
     _scalp_shine(m, sc)
     cap = _cap(m, v, v * 0.5 + 1, _hairline(m, mid, rec), v_side=v + 3)
     sc.add(cap, m.pal.hair_shadow)
@@ -562,7 +596,12 @@ def _drape(m: FaceModel, v: float, st: str) -> list[Pt]:
     x = m.hw + v
     pts = [m.cran(a, v + 2, v * 1.1 + 3) for a in (0, 25, 50, 75, 95)]
     if bob:
-        pts += [(CX + x + spread * 0.5, m.y_eye + 20), (CX + x + spread, m.y_mouth + 6), (CX + x + spread * 0.6, bottom - 4), (CX + x - 8, bottom)]
+        pts += [
+            (CX + x + spread * 0.5, m.y_eye + 20),
+            (CX + x + spread, m.y_mouth + 6),
+            (CX + x + spread * 0.6, bottom - 4),
+            (CX + x - 8, bottom),
+        ]
     else:
         pts += [
             (CX + x + spread * 0.35, m.y_eye + 24),
@@ -676,7 +715,9 @@ def _front_ponytail(m: FaceModel, sc: Scene, v: float, hl: float) -> Path:
     _sheen(sc, m, cap, -62, -26, v, 7)
     side = 1 if m.jit >= 0 else -1
     tie = (CX + side * m.hw * 0.62, m.y_top + 34)
-    _strands(sc, m, [[(CX + m.hw * k, hl + 4), (CX + m.hw * (k * 0.5 + side * 0.2), m.y_top + 4), tie] for k in (-0.5, -0.1, 0.3)], cap)
+    _strands(
+        sc, m, [[(CX + m.hw * k, hl + 4), (CX + m.hw * (k * 0.5 + side * 0.2), m.y_top + 4), tie] for k in (-0.5, -0.1, 0.3)], cap
+    )
     return cap
 
 

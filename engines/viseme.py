@@ -27,6 +27,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 #: mouth shapes: rest/closed (M, B, P, silence), open (A), spread (E, I, S, Z), round (O, U, W),
@@ -61,7 +62,7 @@ def _lpc(x: np.ndarray, order: int) -> np.ndarray:
     for i in range(1, order + 1):
         acc = r[i] + float(np.dot(a[1:i], r[i - 1 : 0 : -1]))
         k = -acc / e
-        a[1 : i + 1] = a[1 : i + 1] + k * a[i - 1 :: -1][: i]
+        a[1 : i + 1] = a[1 : i + 1] + k * a[i - 1 :: -1][:i]
         e *= 1.0 - k * k
         if e <= 0:
             break

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -38,9 +39,14 @@ def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
 
 
 def _cpu_ms(fn: Callable[[], object]) -> float:
+    return _timed(fn)[0]
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(CPU ms of this thread, result) of one call."""
     t = time.thread_time()
-    fn()
-    return (time.thread_time() - t) * 1000
+    out = fn()
+    return (time.thread_time() - t) * 1000, out
 
 
 def _speech(seconds: float = 12.0) -> tuple[np.ndarray, str]:
@@ -108,13 +114,24 @@ def run_bench(quick: bool = False, json_out: str | None = None) -> int:
         t_ms = _median_ms(lambda x=x: torch_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
         o_ms = _median_ms(lambda x=x: ort_b.embed(x), max(5, reps // (4 if batch > 1 else 1))) / batch
         row(f"encoder_torch_b{batch}_ms", f"torch, batch {batch} (ms per partial)", t_ms, "ms", "baseline")
-        row(f"encoder_onnx_b{batch}_ms", f"onnx runtime, batch {batch} (ms per partial)", o_ms, "ms", f"{t_ms / o_ms:.2f}x torch's speed")
+        row(
+            f"encoder_onnx_b{batch}_ms",
+            f"onnx runtime, batch {batch} (ms per partial)",
+            o_ms,
+            "ms",
+            f"{t_ms / o_ms:.2f}x torch's speed",
+        )
         if batch == 1:
             o_ms_b1 = o_ms
 
     section("refinement step (every 0.5 s of new speech):")
     block = pcm[:BLOCK_SAMPLES]
-    row("profile_block_ms", "voice profile, Praat on a 0.5 s block", _median_ms(lambda: VoiceProfile().add_block(block), reps), "ms")
+    row(
+        "profile_block_ms",
+        "voice profile, Praat on a 0.5 s block",
+        _median_ms(lambda: VoiceProfile().add_block(block), reps),
+        "ms",
+    )
     row("mel_partial_ms", "mel of one partial (numpy)", _median_ms(lambda: mel_spectrogram(pcm[:25600]), reps), "ms")
     engine = AvatarEngine("onnx")
     pipe = engine.pipeline()
@@ -141,8 +158,13 @@ def run_bench(quick: bool = False, json_out: str | None = None) -> int:
         profile.add_block(chunk)
         feats_pipe._refine()
         steps.append((time.perf_counter() - t) * 1000)
-    row("refinement_step_p50_ms", "refinement step: VAD + profile + decoder (p50)", float(np.median(steps)), "ms",
-        "budget 10 ms p50 (ARCHITECTURE.md)")
+    row(
+        "refinement_step_p50_ms",
+        "refinement step: VAD + profile + decoder (p50)",
+        float(np.median(steps)),
+        "ms",
+        "budget 10 ms p50 (ARCHITECTURE.md)",
+    )
     row("encoder_share_per_block_ms", "  + encoder share per 0.5 s block (0.625 partial)", 0.625 * o_ms_b1, "ms", "amortised")
 
     _bench_renderer(engine, pcm, reps, row, section)
@@ -225,17 +247,17 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
     # a refinement that moved one shape param visibly, alternating so each redraw has work
     i_mw = list(FaceParams.neutral().as_dict()).index("mouth_width")
     a = quantize(params)
-    b = a.replace(mouth_width=min(1.0, a.mouth_width + 3 * QUANTA[i_mw]) if a.mouth_width < 0.8 else a.mouth_width - 3 * QUANTA[i_mw])
+    b = a.replace(
+        mouth_width=min(1.0, a.mouth_width + 3 * QUANTA[i_mw]) if a.mouth_width < 0.8 else a.mouth_width - 3 * QUANTA[i_mw]
+    )
     full, one_param = [], []
     cur = layers
     n = max(10, reps // 4)
     for k in range(n):
         full.append(_cpu_ms(lambda: FaceLayers.build(params, 256)))
         encode_one()
-        target = b if k % 2 == 0 else a
-        box = {}
-        one_param.append(_cpu_ms(lambda t=target: box.setdefault("l", FaceLayers.build(t, 256, previous=cur))))
-        cur = box["l"]
+        ms, cur = _timed(partial(FaceLayers.build, b if k % 2 == 0 else a, 256, previous=cur))
+        one_param.append(ms)
         encode_one()
     # a real session: the pipeline's refinements over the looped speech, each redrawn from the last
     session_pcm = np.concatenate([pcm, pcm, pcm])[: 36 * 16000]
@@ -248,37 +270,62 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
     redraws, drawn = [], 0
     cur = FaceLayers.build(FaceParams.neutral(), 256)
     for p in updates:
-        box = {}
-        redraws.append(_cpu_ms(lambda p=p, c=cur: box.setdefault("l", FaceLayers.build(p, 256, previous=c))))
-        drawn += box["l"] is not cur
-        cur = box["l"]
+        ms, new = _timed(partial(FaceLayers.build, p, 256, previous=cur))
+        redraws.append(ms)
+        drawn += new is not cur
+        cur = new
         encode_one()
     vp8_ms = float(np.median(vp8))
     budget = 3 * vp8_ms
     row("vp8_encode_frame_ms", "VP8 encode of one 256 px frame (libvpx, server/vp8.py)", vp8_ms, "ms", "baseline")
-    row("redraw_full_ms", "full redraw: every part from nothing (first face)", float(np.median(full)), "ms",
-        f"{np.median(full) / vp8_ms:.1f}x a VP8 encode")
-    row("redraw_one_param_ms", "refinement redraw: one shape param moved visibly", float(np.median(one_param)), "ms",
-        f"{np.median(one_param) / vp8_ms:.1f}x a VP8 encode (target 3x)")
+    row(
+        "redraw_full_ms",
+        "full redraw: every part from nothing (first face)",
+        float(np.median(full)),
+        "ms",
+        f"{np.median(full) / vp8_ms:.1f}x a VP8 encode",
+    )
+    row(
+        "redraw_one_param_ms",
+        "refinement redraw: one shape param moved visibly",
+        float(np.median(one_param)),
+        "ms",
+        f"{np.median(one_param) / vp8_ms:.1f}x a VP8 encode (target 3x)",
+    )
     mean = float(np.mean(redraws))
     row("refinements_in_session", f"refinements in a {len(session_pcm) / 16000:.0f} s session", len(updates), "")
     row("refinements_redrawn", "  of which drew something (a visible change)", drawn, "")
-    row("redraw_session_mean_ms", "refinement redraw, mean over the session", mean, "ms",
-        f"{mean / vp8_ms:.1f}x a VP8 encode (target 3x: {'met' if mean <= budget else 'not met'})")
+    row(
+        "redraw_session_mean_ms",
+        "refinement redraw, mean over the session",
+        mean,
+        "ms",
+        f"{mean / vp8_ms:.1f}x a VP8 encode (target 3x: {'met' if mean <= budget else 'not met'})",
+    )
     row("redraw_session_p50_ms", "refinement redraw, median over the session", float(np.median(redraws)), "ms")
     row("redraw_session_p90_ms", "refinement redraw, p90 over the session", float(np.percentile(redraws, 90)), "ms")
     row("redraw_target_ms", "target: 3 VP8 encodes", budget, "ms")
 
     r = AvatarRenderer(256)
     r.set_params(params)
-    row("frame_from_cache_ms", "frame from cache (mouth + viseme + blink)",
-        _median_ms(lambda: r.frame(0.6, 0.0, viseme={"A": 0.7, "O": 0.3}), reps * 4), "ms", "budget 2 ms")
+    row(
+        "frame_from_cache_ms",
+        "frame from cache (mouth + viseme + blink)",
+        _median_ms(lambda: r.frame(0.6, 0.0, viseme={"A": 0.7, "O": 0.3}), reps * 4),
+        "ms",
+        "budget 2 ms",
+    )
     r.set_params(params.replace(background_hue=(params.background_hue + 0.3) % 1.0))
     row("frame_morphing_ms", "frame from cache while morphing", _median_ms(lambda: r.frame(0.6, 0.3, morph=0.5), reps * 4), "ms")
     est = VisemeEstimator()
     packet = pcm[16000 : 16000 + 320]
     est.push(pcm[:16000], analyse=False)
-    row("viseme_buffer_packet_ms", "viseme estimator: buffer one 20 ms packet", _median_ms(lambda: est.push(packet, analyse=False), reps * 4), "ms")
+    row(
+        "viseme_buffer_packet_ms",
+        "viseme estimator: buffer one 20 ms packet",
+        _median_ms(lambda: est.push(packet, analyse=False), reps * 4),
+        "ms",
+    )
 
     def analyse() -> None:
         est.push(packet, analyse=False)

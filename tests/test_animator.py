@@ -17,7 +17,7 @@ from PIL import Image
 from engines.animator import MORPH_S, FaceAnimator, LayerCache, visibly_different
 from engines.blink import Blinker, closure
 from engines.face import FaceParams
-from engines.mouth import NEUTRAL_SHAPE, MouthEnvelope, MouthState
+from engines.mouth import MouthEnvelope, MouthState
 from engines.render import BLINK_LEVELS, MOUTH_LEVELS, FaceLayers
 from engines.viseme import VISEMES
 
