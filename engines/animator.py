@@ -121,9 +121,13 @@ def smoothstep(x: float) -> float:
 
 
 def quantise_mouth(reading: MouthReading) -> MouthState:
-    """Openness to the pre-drawn levels; a viseme blend to quarters (none when a shape dominates)."""
+    """Openness to the pre-drawn levels; a closing share (toward or from "rest") to quarters.
+
+    Only a closing share changes the picture (the renderer draws the heaviest open shape),
+    so other second shapes are dropped and the frame cache keeps few keys."""
     steps = MOUTH_LEVELS - 1
-    mix = round(reading.mix * 4) / 4 if reading.toward else 0.0
+    closing = "rest" in (reading.toward, reading.shape)
+    mix = round(reading.mix * 4) / 4 if reading.toward and closing else 0.0
     return MouthState(round(reading.value * steps) / steps, reading.shape, reading.toward if mix > 0 else "", mix)
 
 

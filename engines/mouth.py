@@ -12,8 +12,9 @@ and a quiet talker still moves it; when audio stops arriving the mouth closes.
 A mouth is (openness, shape): ``MouthState``. The shape is a viseme (``engines.viseme``)
 estimated from the same last ~40 ms of audio; packets are only buffered on arrival and the
 spectral analysis runs once per video frame, in ``reading``. ``toward``/``mix`` name the
-second-heaviest shape and its share, so a frame can blend two mouths while the shape
-changes (the estimator smooths its weights over ~35 ms).
+second-heaviest shape and its share: while the lips close toward an M or a pause, the
+closed shape's share closes the mouth part way (the estimator smooths its weights over
+~35 ms, so shapes change smoothly).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class MouthState:
 
     open: float = 0.0
     shape: str = NEUTRAL_SHAPE
-    toward: str = ""  # a second shape being blended in while the viseme changes
-    mix: float = 0.0  # its weight, 0 … 0.5
+    toward: str = ""  # the second shape ("rest" while the lips close)
+    mix: float = 0.0  # its share, 0 … 0.5
 
 
 @dataclass(frozen=True)

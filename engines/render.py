@@ -439,7 +439,8 @@ class FaceLayers:
         """The frame for one expression (the animator's renderer interface): a fresh array.
 
         ``mouth.shape`` is a viseme name (``NEUTRAL_SHAPE`` draws the generic open mouth);
-        ``mouth.toward``/``mouth.mix`` blend in a second shape while the viseme changes.
+        ``mouth.toward``/``mouth.mix`` name the second shape and its share (a closed shape's
+        share closes the lips part way; see ``_mouth_crop``).
         """
         shape = "A" if mouth.shape not in VISEMES else mouth.shape
         if mouth.toward in VISEMES and mouth.mix > 0:
@@ -449,25 +450,21 @@ class FaceLayers:
         return self.frame(mouth.open, blink, viseme)
 
     def _mouth_crop(self, openness: float, viseme) -> np.ndarray | None:
+        """The mouth for an openness and a viseme weight map.
+
+        The heaviest open shape is drawn; the closed shape's weight closes the lips (openness
+        scales by 1 - w_rest). Two different mouths are never cross-faded: a dissolve between
+        an A and an O shows both at once, a ghost no cartoon mouth has. Transitions are
+        smooth because the weights are (the estimator smooths them over ~35 ms).
+        """
         weights = _viseme_weights(viseme)
-        top = sorted(weights.items(), key=lambda kv: -kv[1])[:2]
-        total = sum(w for _, w in top)
-        if total <= 0 or openness <= 0.0 and all(v != "F" for v, _ in top):
+        total = sum(weights.values())
+        w_rest = weights.pop("rest", 0.0) / total
+        openness = max(0.0, openness) * (1.0 - w_rest)
+        if not weights or openness <= 0.0:
             return None
-        crops = []
-        for v, w in top:
-            if w <= 0:
-                continue
-            crops.append((self._viseme_crop(v, openness), w / total))
-        if not crops:
-            return None
-        if len(crops) == 1 or crops[1][1] * 256 < 1:
-            return crops[0][0]
-        a, b = crops[0][0], crops[1][0]
-        if a is None and b is None:
-            return None
-        rest = self.mouth.crops[("rest", 0.0)]
-        return _mix(a if a is not None else rest, b if b is not None else rest, int(round(crops[1][1] * 256)))
+        shape = max(weights.items(), key=lambda kv: kv[1])[0]
+        return self._viseme_crop(shape, openness)
 
     def _viseme_crop(self, v: str, openness: float) -> np.ndarray | None:
         c = self.mouth.crops

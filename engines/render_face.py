@@ -232,8 +232,8 @@ class FaceModel:
         chin = clip01((0.62 * p.chin_shape + 0.38 * masc) * (1 - 0.6 * child))
         cheek = clip01(p.cheek_fullness + 0.3 * child)
         self.jaw, self.chin, self.cheek = jaw, chin, cheek
-        jw = hw * (0.52 + 0.42 * jaw + 0.10 * cheek * child)
-        chw = hw * (0.10 + 0.32 * chin)
+        jw = hw * (0.52 + 0.42 * jaw + (0.14 + 0.1 * cheek) * child)  # a child's face is round
+        chw = hw * (0.10 + 0.32 * chin + 0.1 * child)
         y_jaw = self.y_chin - hh * (0.22 - 0.07 * jaw + 0.04 * child)
         cw = hw * (0.94 + 0.10 * cheek)
         y_cheek = self.y_eye + hh * 0.11
@@ -545,7 +545,7 @@ class FaceModel:
     def _nose(self, sc: Scene) -> None:
         pal = self.pal
         nw, yn = self.nose_w, self.y_nose
-        top = self.y_eye + 2
+        top = self.y_eye + (yn - self.y_eye) * 0.35
         # shadow on the right flank of the bridge and under the tip: drawn shapes
         flank = (
             Path()
@@ -694,7 +694,7 @@ class FaceModel:
         blink = clip01(blink)
         eye, edge, lid, ctrl = self._eye_paths(blink)
         eye0 = self._eye_paths(0.0)[0]
-        ir = g.ew * 0.52 + g.eh * 0.22
+        ir = g.ew * 0.56 + g.eh * 0.26
         crease = Path().M(-g.ew * 0.75, -g.eh * 1.05 - 5).Q(0, -g.eh * 1.6 - 7, g.ew * 0.85, -g.eh * 1.1 - 5)
         sc.add(crease, stroke=pal.skin_line, width=LINE_FINE, opacity=0.7)
         sc.add(eye, pal.sclera)
@@ -710,17 +710,17 @@ class FaceModel:
             pal.iris_light,
             clip=eye,
         )
-        sc.add(circle(icx, icy, ir * 0.44), pal.ink, clip=eye)
+        sc.add(circle(icx, icy, ir * 0.46), pal.ink, clip=eye)
         # catch-lights stay on the light's side (upper left of the picture) for both eyes
         lx = -side * ir * 0.34
-        sc.add(circle(icx + lx, icy - ir * 0.36, ir * 0.24), (1, 1, 1), clip=eye)
+        sc.add(circle(icx + lx, icy - ir * 0.36, ir * 0.27), (1, 1, 1), clip=eye)
         sc.add(circle(icx - lx * 0.9, icy + ir * 0.3, ir * 0.1), (1, 1, 1), opacity=0.85, clip=eye)
         # the upper lid's shadow on the eyeball: a flat band
-        sc.add(eye0.translated(0, -g.eh * 0.62), mix(pal.sclera, pal.skin_shadow, 0.55), opacity=0.55, clip=eye)
+        sc.add(eye0.translated(0, -g.eh * 0.72), mix(pal.sclera, pal.skin_shadow, 0.5), opacity=0.45, clip=eye)
         if blink > 0.01:
             sc.add(lid, pal.skin)
             sc.add(lid.translated(0, -3), pal.skin_shadow, clip=lid)
-        sc.add(edge, stroke=pal.ink, width=LINE + 0.6 * self.lash)
+        sc.add(edge, stroke=pal.ink, width=LINE + 0.4 + 0.8 * self.lash)
         low = Path().M(g.ew * 0.85, 1.5).Q(0, g.eh * 1.05 + 1.5, -g.ew * 0.7, g.eh * 0.3)
         sc.add(low, stroke=pal.skin_line, width=LINE_FINE, opacity=0.8 * (1 - blink))
         inner, e1, e2, outer = ctrl

@@ -238,7 +238,7 @@ class Palette:
         self.stubble = mix(base, mix(self.beard_shadow, hexc("#3A3A3A"), 0.6), 0.26 if not dark else 0.32)
 
         self.iris = EYE_BASE[eye_i]
-        self.iris_dark = shade(self.iris, -0.14)
+        self.iris_dark = shade(self.iris, -0.22, 0.05)
         self.iris_light = shade(self.iris, 0.12)
         self.sclera = SCLERA
 

@@ -30,7 +30,6 @@ from engines.face import HAIR_STYLES, SPECS_BY_NAME, FaceParams  # noqa: E402
 from engines.render import AvatarRenderer, render_rgb  # noqa: E402
 from engines.render_face import HAIR_LENGTH_RANGE  # noqa: E402
 from engines.render_palette import HAIR_BASE, SKIN  # noqa: E402
-from engines.viseme import VisemeEstimator  # noqa: E402
 
 DOCS = ROOT / "docs"
 DEVSET = ROOT.parent / "shared" / "devset"
@@ -125,7 +124,7 @@ def hair_styles() -> None:
 
 def speaking(engine, clip: Path | None) -> None:
     """A frame strip and GIF of one face saying a sentence (visemes from its own audio)."""
-    from server.mouth import MouthEnvelope
+    from engines.mouth import MouthEnvelope
 
     if clip is None:
         from tests import voices
@@ -135,25 +134,26 @@ def speaking(engine, clip: Path | None) -> None:
     update = engine.analyze(pcm)
     r = AvatarRenderer(256)
     r.set_params(update.params)
-    env, vis = MouthEnvelope(clock=lambda: 0.0), VisemeEstimator()
-    fps, hop = 15, 16000 // 50  # 20 ms audio packets, 15 video frames per second
+    # the live path's pieces: 20 ms packets into the envelope (openness + viseme), 15 fps frames
+    env = MouthEnvelope(clock=lambda: 0.0)
+    fps, hop = 15, 16000 // 50
     frames, labels = [], []
     t_next = 0.0
     for i in range(0, len(pcm) - hop, hop):
-        t = i / 16000
-        chunk = pcm[i : i + hop]
-        env.push(chunk, 16000, arrival=t)
-        weights = vis.push(chunk)
+        t = (i + hop) / 16000
+        env.push(pcm[i : i + hop], 16000, arrival=t)
         if t >= t_next:
             t_next += 1 / fps
-            frames.append(r.frame(env.reading(now=t).value, 0.0, viseme=weights))
-            labels.append(vis.shape)
+            reading = env.reading(now=t)
+            mix = {reading.shape: 1.0 - reading.mix, reading.toward: reading.mix} if reading.toward else reading.shape
+            frames.append(r.frame(reading.value, 0.0, viseme=mix))
+            labels.append(reading.shape)
     gif = [Image.fromarray(f).resize((192, 192), Image.LANCZOS) for f in frames[: fps * 6]]
     gif[0].save(DOCS / "speaking.gif", save_all=True, append_images=gif[1:], duration=int(1000 / fps), loop=0, optimize=True)
     print(f"wrote {DOCS / 'speaking.gif'}", file=sys.stderr)
     # the strip: the mouth region of consecutive frames, labelled with the heaviest shape
     box = r.layers.mouth.box
-    x0, y0, x1, y1 = box[0] - 12, box[1] - 30, box[2] + 12, box[3] + 8
+    x0, y0, x1, y1 = box[0] - 10, box[1] - 12, box[2] + 10, box[3] + 2
     step = 2
     pick = list(range(0, min(len(frames), 2 * 24 * step), step))
     tw, th = (x1 - x0) * 2, (y1 - y0) * 2

@@ -249,10 +249,12 @@ def test_visemes_are_distinct_shapes() -> None:
     # teeth at the open shapes and the F, none at rest
     assert white(crops["A"]) > 10 and white(crops["E"]) > 10 and white(crops["F"]) > 5
     assert white(rest) < white(crops["E"]) / 4
-    # a weight map blends the two heaviest shapes
-    mixed = renderer.frame(1.0, 0.0, viseme={"A": 0.5, "O": 0.5, "E": 0.0})[y0:y1, x0:x1]
-    assert _mad(mixed, crops["A"]) < _mad(crops["O"], crops["A"])
-    assert _mad(mixed, crops["O"]) < _mad(crops["O"], crops["A"])
+    # a weight map draws the heaviest open shape (no ghostly dissolve of two mouths), and the
+    # closed shape's weight closes the lips
+    mixed = renderer.frame(1.0, 0.0, viseme={"A": 0.6, "O": 0.4, "E": 0.0})
+    assert np.array_equal(mixed, renderer.frame(1.0, 0.0, viseme="A"))
+    half_shut = renderer.frame(1.0, 0.0, viseme={"rest": 0.5, "O": 0.5})
+    assert np.array_equal(half_shut, renderer.frame(0.5, 0.0, viseme="O"))
 
 
 def test_morph_endpoints_and_crossfade() -> None:
