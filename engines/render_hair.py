@@ -24,7 +24,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .render_palette import mix
-from .render_scene import Path, Pt, Scene, circle, ellipse, spline
+from .render_scene import Path, Pt, Scene, circle, ellipse, sample_spline, spline
 
 if TYPE_CHECKING:
     from .render_face import FaceModel
@@ -613,7 +613,9 @@ def _drape(m: FaceModel, v: float, st: str) -> list[Pt]:
         pts = pts[:4] + [(px + (14 if i % 2 else -8), py) for i, (px, py) in enumerate(pts[4:])]
     if st == "long_curly":
         pts = [m.cran(a, v + 8, v * 1.2 + 12) for a in (0, 25, 50, 75, 95)] + pts[5:]
-        pts = pts[:1] + _lobed(pts[1:], CX, m.cy_cran + 40, 14.0, 6, 0.6)
+        # resample densely so the curls are bumps of the outline, not of a few control points
+        dense = [tuple(p) for p in sample_spline(pts, closed=False, per_seg=4)]
+        pts = dense[:1] + _lobed(dense[1:], CX, m.cy_cran + 40, 12.0, 9, 0.7)
     return pts
 
 

@@ -34,6 +34,7 @@ from engines.render_palette import HAIR_BASE, SKIN  # noqa: E402
 DOCS = ROOT / "docs"
 DEVSET = ROOT.parent / "shared" / "devset"
 CAPTION = 34
+SPEAKING_CLIP = "vallex_en1.wav"  # real English speech from the dev set, when it is there
 
 
 def _font(size: int = 11):
@@ -126,6 +127,8 @@ def speaking(engine, clip: Path | None) -> None:
     """A frame strip and GIF of one face saying a sentence (visemes from its own audio)."""
     from engines.mouth import MouthEnvelope
 
+    if clip is None and (DEVSET / SPEAKING_CLIP).exists():
+        clip = DEVSET / SPEAKING_CLIP
     if clip is None:
         from tests import voices
 
@@ -173,7 +176,9 @@ def speaking(engine, clip: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("voices", "devset", "hair", "speaking"), action="append")
-    ap.add_argument("--speaking-clip", type=Path, help="audio for the speaking strip (default: an espeak-ng voice)")
+    ap.add_argument(
+        "--speaking-clip", type=Path, help=f"audio for the speaking strip (default: the dev set's {SPEAKING_CLIP}, else espeak-ng)"
+    )
     args = ap.parse_args(argv)
     only = set(args.only or ("voices", "devset", "hair", "speaking"))
     engine = _engine() if only & {"voices", "devset", "speaking"} else None
