@@ -249,7 +249,7 @@ class FaceModel:
         pts += [(CX - x, y) for x, y in reversed(right)]
         self.head_pts = pts
         self.head = spline(pts, closed=True, tension=1.0)
-        samp = sample_spline(pts, closed=True, per_seg=24)
+        samp = sample_spline(pts, closed=True, per_seg=10)
         rs = samp[samp[:, 0] >= CX - 0.01]
         order = np.argsort(rs[:, 1])
         self._edge_y = rs[order, 1]
