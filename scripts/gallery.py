@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("voices", "devset", "hair", "speaking"), action="append")
     ap.add_argument(
-        "--speaking-clip", type=Path, help=f"audio for the speaking strip (default: the dev set's {SPEAKING_CLIP}, else espeak-ng)"
+        "--speaking-clip",
+        type=Path,
+        help=f"audio for the speaking strip (default: the dev set's {SPEAKING_CLIP}, else espeak-ng)",
     )
     args = ap.parse_args(argv)
     only = set(args.only or ("voices", "devset", "hair", "speaking"))
