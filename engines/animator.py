@@ -58,6 +58,14 @@ class Layers(Protocol):
 LayerFactory = Callable[[FaceParams, int], Layers]
 
 
+def build_layers(factory: LayerFactory, params: FaceParams, size: int, previous: Layers | None = None) -> Layers:
+    """``factory(params, size)``, passing the face on screen when the factory can reuse it
+    (``accepts_previous``: the renderer then redraws only the parts that changed visibly)."""
+    if previous is not None and getattr(factory, "accepts_previous", False):
+        return factory(params, size, previous=previous)
+    return factory(params, size)
+
+
 class LayerCache:
     """A small process-wide LRU of built layers, keyed by (face, size): a thread-safe ``LayerFactory``.
 
@@ -72,14 +80,18 @@ class LayerCache:
         self._items: OrderedDict[tuple[bytes, int], Layers] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, params: FaceParams, size: int) -> Layers:
+    @property
+    def accepts_previous(self) -> bool:
+        return bool(getattr(self._factory, "accepts_previous", False))
+
+    def __call__(self, params: FaceParams, size: int, previous: Layers | None = None) -> Layers:
         key = (params.vector.tobytes(), int(size))
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        layers = self._factory(params, size)  # outside the lock: two misses may both build, neither waits
+        layers = build_layers(self._factory, params, size, previous)  # outside the lock: two misses may both build
         with self._lock:
             self._items[key] = layers
             while len(self._items) > self._entries:
@@ -110,8 +122,14 @@ def smoothstep(x: float) -> float:
 
 
 def quantise_mouth(reading: MouthReading) -> MouthState:
+    """Openness to the pre-drawn levels; a closing share (toward or from "rest") to quarters.
+
+    Only a closing share changes the picture (the renderer draws the heaviest open shape),
+    so other second shapes are dropped and the frame cache keeps few keys."""
     steps = MOUTH_LEVELS - 1
-    return MouthState(round(reading.value * steps) / steps, reading.shape)
+    closing = "rest" in (reading.toward, reading.shape)
+    mix = round(reading.mix * 4) / 4 if reading.toward and closing else 0.0
+    return MouthState(round(reading.value * steps) / steps, reading.shape, reading.toward if mix > 0 else "", mix)
 
 
 def quantise_blink(blink: float) -> float:
@@ -189,7 +207,10 @@ class FaceAnimator:
 
     # ------------------------------------------------------------- face (any thread)
     def _make(self, params: FaceParams, version: int, size: int, resize: bool = False) -> _Face:
-        layers = self._factory(params, size)
+        # the newest face built (staged, else on screen) is what the new one is redrawn from
+        cur = getattr(self, "_staged", None) or getattr(self, "_cur", None)
+        previous = cur.layers if cur is not None and cur.size == size else None
+        layers = build_layers(self._factory, params, size, previous)
         self._serial += 1
         return _Face(layers, params, version, size, self._serial, resize)
 
