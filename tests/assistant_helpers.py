@@ -1,0 +1,58 @@
+"""Shared by the assistant plugin tests: a speech-like test signal and lip-sync measures.
+
+The signal is syllable-like bursts (a 150 Hz buzz with harmonics, 180 ms on, 120 ms off)
+so the mouth has an envelope to follow that no constant or random mouth could fake.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BURST_S = 0.18
+GAP_S = 0.12
+
+
+def syllables(seconds: float, rate: int, lead_silence_s: float = 0.0) -> np.ndarray:
+    """int16 mono: bursts of a harmonic buzz separated by silence."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    buzz = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6))
+    period = BURST_S + GAP_S
+    phase = (t - lead_silence_s) % period
+    on = (phase < BURST_S) & (t >= lead_silence_s)
+    # 10 ms raised-cosine edges: syllables, not clicks
+    ramp = np.clip(np.minimum(phase, BURST_S - phase) / 0.01, 0.0, 1.0)
+    env = np.where(on, 0.5 - 0.5 * np.cos(np.pi * ramp), 0.0)
+    return (0.35 * 32767 * buzz / 2.3 * env).astype(np.int16)
+
+
+def energy_at(pcm: np.ndarray, rate: int, positions: np.ndarray, window_s: float = 0.04) -> np.ndarray:
+    """RMS of the ``window_s`` of audio ending at each position (seconds into ``pcm``)."""
+    x = pcm.astype(np.float64) / 32768.0
+    w = int(window_s * rate)
+    out = np.zeros(len(positions))
+    for i, p in enumerate(positions):
+        end = int(round(p * rate))
+        seg = x[max(0, end - w) : max(0, end)]
+        out[i] = float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
+    return out
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_lag(mouth: np.ndarray, energy: np.ndarray, max_lag: int = 5) -> int:
+    """The frame lag (mouth behind energy when positive) that correlates best."""
+    scores = {}
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            m, e = mouth[lag:], energy[: len(energy) - lag]
+        else:
+            m, e = mouth[:lag], energy[-lag:]
+        scores[lag] = correlation(m, e)
+    return max(scores, key=scores.get)
