@@ -26,14 +26,15 @@ def syllables(seconds: float, rate: int, lead_silence_s: float = 0.0) -> np.ndar
     return (0.35 * 32767 * buzz / 2.3 * env).astype(np.int16)
 
 
-def energy_at(pcm: np.ndarray, rate: int, positions: np.ndarray, window_s: float = 0.04) -> np.ndarray:
-    """RMS of the ``window_s`` of audio ending at each position (seconds into ``pcm``)."""
+def energy_at(pcm: np.ndarray, rate: int, positions: np.ndarray, window_s: float) -> np.ndarray:
+    """RMS of the ``window_s`` of audio starting at each position (seconds into ``pcm``): a
+    frame's ``audio_pos`` is the first sample of the frame period's audio it shows."""
     x = pcm.astype(np.float64) / 32768.0
-    w = int(window_s * rate)
+    w = int(round(window_s * rate))
     out = np.zeros(len(positions))
     for i, p in enumerate(positions):
-        end = int(round(p * rate))
-        seg = x[max(0, end - w) : max(0, end)]
+        start = int(round(p * rate))
+        seg = x[start : start + w]
         out[i] = float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
     return out
 

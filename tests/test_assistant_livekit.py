@@ -85,7 +85,7 @@ class Recorder:
 async def start_avatar(rec: Recorder):
     room = ConnectedRoom()
     session = AgentSession()
-    avatar = s2f_livekit.AvatarSession(seed="livekit-test", size=128, fps=FPS, on_frame=rec.on_frame)
+    avatar = s2f_livekit.AvatarSession(seed="livekit-test", size=256, fps=FPS, on_frame=rec.on_frame)
     await avatar.start(session, room)
     audio = session.output.audio
     audio.on("playback_finished", rec.on_finished)
@@ -146,7 +146,7 @@ async def test_segment_plays_at_fps_lip_synced_and_finishes_at_its_duration():
         voiced = [f for _, f in speaking if f.audio_pos is not None]
         assert len(voiced) >= 0.9 * duration * FPS
         mouth = np.array([f.mouth for f in voiced])
-        energy = energy_at(pcm, RATE, np.array([f.audio_pos for f in voiced]))
+        energy = energy_at(pcm, RATE, np.array([f.audio_pos for f in voiced]), PERIOD)
         assert correlation(mouth, energy) > 0.6, correlation(mouth, energy)
         assert abs(best_lag(mouth, energy)) <= 1
         assert mouth[energy > 0.05].mean() > mouth[energy < 0.005].mean() + 0.3

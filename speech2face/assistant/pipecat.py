@@ -12,8 +12,8 @@ it after the last audio, not before. An ``InterruptionFrame`` drops the queued a
 once and the mouth closes within one frame period.
 
 Each image carries ``metadata["speech2face"] = {"index", "mouth", "audio_pos"}``:
-``audio_pos`` is the position (seconds into the current utterance) of the audio the
-picture shows, ``None`` while idle — what a consumer needs to check lip-sync.
+``audio_pos`` is the position (seconds of audio played since the service started) of the
+first sample of the frame period's audio the picture shows, ``None`` while idle — what a consumer needs to check lip-sync.
 """
 
 from __future__ import annotations
