@@ -202,7 +202,9 @@ def test_worker_token_publishes_on_behalf_of_the_agent():
 
 def test_worker_args_round_trip_through_the_worker_cli(monkeypatch):
     face = {"face": {"params": {"jaw_width": 0.4}}}
-    args = s2f_livekit.worker_args("wss://example.invalid", sample_rate=24000, face=face, seed="s", size=256, fps=25.0, freeze_after_s=6.0)
+    args = s2f_livekit.worker_args(
+        "wss://example.invalid", sample_rate=24000, face=face, seed="s", size=256, fps=25.0, freeze_after_s=6.0
+    )
     seen = {}
 
     async def fake_run(url, token, **kw):  # the room connection itself cannot run here
@@ -211,7 +213,9 @@ def test_worker_args_round_trip_through_the_worker_cli(monkeypatch):
     monkeypatch.setattr(s2f_livekit, "run_worker", fake_run)
     monkeypatch.setenv(s2f_livekit.TOKEN_ENV, "tok")
     assert s2f_livekit.main(args) == 0
-    assert seen == dict(url="wss://example.invalid", token="tok", sample_rate=24000, face=face, seed="s", size=256, fps=25.0, freeze_after_s=6.0)
+    assert seen == dict(
+        url="wss://example.invalid", token="tok", sample_rate=24000, face=face, seed="s", size=256, fps=25.0, freeze_after_s=6.0
+    )
 
 
 def test_worker_cli_refuses_a_token_in_argv_or_none(monkeypatch, capsys):

@@ -269,7 +269,9 @@ class AvatarSession(_BaseAvatarSession):
 
 
 # ----------------------------------------------------------------------------- worker process
-def worker_args(url: str, *, sample_rate: int, face: Mapping | None, seed: str | None, size: int, fps: float, freeze_after_s: float) -> list[str]:
+def worker_args(
+    url: str, *, sample_rate: int, face: Mapping | None, seed: str | None, size: int, fps: float, freeze_after_s: float
+) -> list[str]:
     """The worker's command line (the token travels in ``S2F_LIVEKIT_TOKEN``)."""
     args = ["--url", url, "--sample-rate", str(sample_rate), "--size", str(size), "--fps", str(fps)]
     args += ["--freeze-after", str(freeze_after_s)]
