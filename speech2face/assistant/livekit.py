@@ -39,11 +39,13 @@ from livekit.agents.voice.avatar import (
     AudioSegmentEnd,
     AvatarOptions,
     AvatarRunner,
-    AvatarSession as _BaseAvatarSession,
     DataStreamAudioOutput,
     DataStreamAudioReceiver,
     QueueAudioOutput,
     VideoGenerator,
+)
+from livekit.agents.voice.avatar import (
+    AvatarSession as _BaseAvatarSession,
 )
 
 from .generator import AssistantAvatar, AudioOut, FaceEvent, SegmentEnd, VideoOut
