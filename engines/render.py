@@ -11,6 +11,12 @@ Why it is built this way:
   (moustache, glasses, fringe) stays correct.
 - Morphing between refinements is a pixel cross-fade of the previous and current faces'
   frames: cheap and flicker-free (geometry morphing would need a vector draw per frame).
+- ``FaceLayers`` (one face's rasters, ``compose`` a frame from them) and ``crossfade`` are
+  what the animator (``engines/animator.py``) uses; ``AvatarRenderer`` drives the same
+  layers with explicit expression values for stills and tests.
+- ``MOUTH_LEVELS``/``BLINK_LEVELS`` are the one quantisation of the moving face: the
+  animator quantises mouth and blink to exactly these pre-drawn levels, so a live frame is
+  pasted crops, never a blend, and its frame cache has few keys.
 """
 
 from __future__ import annotations
@@ -22,14 +28,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from .face import FaceParams
+from .mouth import MouthState
 from .render_face import FaceModel
 from .render_scene import DESIGN, Scene, rasterize, to_svg
 
 SIZES = (256, 384, 512)
-MOUTH_LEVELS = 7  # pre-drawn openness steps; frames blend the two nearest
+MOUTH_LEVELS = 7  # pre-drawn openness steps: the animator quantises to these; stills blend the two nearest
 BLINK_LEVELS = 4
 
-__all__ = ["AvatarRenderer", "render_png", "render_svg", "SIZES", "build_scene"]
+__all__ = [
+    "AvatarRenderer",
+    "FaceLayers",
+    "crossfade",
+    "render_png",
+    "render_svg",
+    "SIZES",
+    "MOUTH_LEVELS",
+    "BLINK_LEVELS",
+    "build_scene",
+]
 
 
 def _check_size(size: int) -> int:
@@ -61,8 +78,12 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
 
 
 @dataclass
-class _Layers:
-    """One face's cached rasters: the rest frame and the animated crops."""
+class FaceLayers:
+    """One face's cached rasters: the rest frame and the animated crops.
+
+    Built once per face (``build``, the expensive part: a full raster plus one crop per
+    level), then every frame is ``compose``: a copy of the rest frame with two crops pasted.
+    """
 
     base: np.ndarray  # (S, S, 3) uint8, mouth closed and eyes open
     mouth_box: tuple[int, int, int, int]
@@ -71,7 +92,7 @@ class _Layers:
     eyes: np.ndarray  # (BLINK_LEVELS, h, w, 3) uint8; level 0 == base crop
 
     @classmethod
-    def build(cls, params: FaceParams, size: int) -> "_Layers":
+    def build(cls, params: FaceParams, size: int) -> "FaceLayers":
         model = FaceModel(params)
         rest = model.scene(0.0, 0.0)
         base = rasterize(rest, size)
@@ -98,7 +119,7 @@ class _Layers:
         return full[box[1] : box[3], box[0] : box[2]]
 
     @classmethod
-    def blend(cls, a: "_Layers", b: "_Layers", t: float) -> "_Layers":
+    def blend(cls, a: "FaceLayers", b: "FaceLayers", t: float) -> "FaceLayers":
         """The cross-fade of two faces frozen at ``t``, as a layer set of its own."""
         w = int(round(t * 256))
         base = _mix(a.base, b.base, w)
@@ -109,6 +130,27 @@ class _Layers:
         mouth = np.stack([_mix(a.crop("mouth", i, mb), b.crop("mouth", i, mb), w) for i in range(MOUTH_LEVELS)])
         eyes = np.stack([_mix(a.crop("eyes", i, eb), b.crop("eyes", i, eb), w) for i in range(BLINK_LEVELS)])
         return cls(base, mb, mouth, eb, eyes)
+
+    def compose(self, mouth: MouthState, blink: float) -> np.ndarray:
+        """The frame for one expression: (size, size, 3) uint8, a fresh array.
+
+        ``mouth.shape`` names a viseme; one shape is drawn today, so only openness is used.
+        """
+        out = self.base.copy()
+        m = _level(self.mouth, mouth.open)
+        if m is not None:
+            x0, y0, x1, y1 = self.mouth_box
+            out[y0:y1, x0:x1] = m
+        e = _level(self.eyes, blink)
+        if e is not None:
+            x0, y0, x1, y1 = self.eye_box
+            out[y0:y1, x0:x1] = e
+        return out
+
+
+def crossfade(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Two frames mixed, ``t`` = 0 is ``a``, 1 is ``b`` (exact at both ends)."""
+    return _mix(a, b, int(round(min(max(t, 0.0), 1.0) * 256)))
 
 
 def _mix(a: np.ndarray, b: np.ndarray, w: int, scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -164,7 +206,7 @@ class AvatarRenderer:
     def __init__(self, size: int = 256) -> None:
         self.size = _check_size(size)
         self.params = FaceParams.neutral()
-        self._cur = _Layers.build(self.params, self.size)
+        self._cur = FaceLayers.build(self.params, self.size)
         self._prev = self._cur
         self._last_morph = 1.0
         shape = (self.size, self.size, 3)
@@ -175,27 +217,18 @@ class AvatarRenderer:
             raise TypeError(f"set_params expects FaceParams, got {type(params).__name__}")
         m = self._last_morph
         if 0.0 < m < 1.0:
-            src = _Layers.blend(self._prev, self._cur, m)
+            src = FaceLayers.blend(self._prev, self._cur, m)
         elif m <= 0.0:
             src = self._prev
         else:
             src = self._cur
         self._prev = src
-        self._cur = _Layers.build(params, self.size)
+        self._cur = FaceLayers.build(params, self.size)
         self.params = params
         self._last_morph = 1.0
 
-    def _face_frame(self, L: _Layers, mouth: float, blink: float) -> np.ndarray:
-        out = L.base.copy()
-        m = _level(L.mouth, mouth)
-        if m is not None:
-            x0, y0, x1, y1 = L.mouth_box
-            out[y0:y1, x0:x1] = m
-        e = _level(L.eyes, blink)
-        if e is not None:
-            x0, y0, x1, y1 = L.eye_box
-            out[y0:y1, x0:x1] = e
-        return out
+    def _face_frame(self, L: FaceLayers, mouth: float, blink: float) -> np.ndarray:
+        return L.compose(MouthState(mouth), blink)
 
     def frame(self, mouth: float, blink: float, morph: float = 1.0) -> np.ndarray:
         """(size, size, 3) uint8 RGB, C-contiguous; a fresh array the caller may keep."""

@@ -8,6 +8,10 @@ frame never shows a mouth older than one frame period plus one 20 ms audio packe
 
 Loudness is mapped in dB above an adaptive noise floor, so room hum keeps the mouth shut
 and a quiet talker still moves it; when audio stops arriving the mouth closes.
+
+A mouth is (openness, shape): ``MouthState``. Today every shape is ``NEUTRAL_SHAPE`` (the
+one mouth the renderer draws); a viseme estimator fills ``MouthReading.shape`` and the
+animator's cache, quantisation and renderer call already carry it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ FLOOR_RISE_DB_PER_S = 0.5  # the floor follows quieter input at once, louder inp
 PEAK_MIN_DB = -45.0  # a peak tracker never believes speech is quieter than this
 PEAK_DECAY_DB_PER_S = 2.0  # the peak follows louder input at once, quieter input slowly
 STALE_S = 0.12  # no audio this long → mouth closes (the caller paused sending or vanished)
+NEUTRAL_SHAPE = "neutral"  # the one mouth shape drawn before visemes exist
+
+
+@dataclass(frozen=True)
+class MouthState:
+    """What the picture shows of the mouth: openness 0 (closed) … 1 (wide) and a shape name."""
+
+    open: float = 0.0
+    shape: str = NEUTRAL_SHAPE
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class MouthReading:
     audio_t: float  # media time (s since the first received sample) of the newest sample used
     age: float  # seconds between that sample's arrival and now
     level_db: float  # dBFS of the window
+    shape: str = NEUTRAL_SHAPE  # viseme of the window (one shape until an estimator exists)
 
 
 class MouthEnvelope:
