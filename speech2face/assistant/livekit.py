@@ -225,6 +225,7 @@ class AvatarSession(_BaseAvatarSession):
         await super().start(agent_session, room)
         if self._mode == "local":
             avatar = make_avatar(self._sample_rate, engine=self._engine, **self._options)
+            await avatar.prepare()  # rasterise the face off the loop now: the first frame is immediate
             self._generator = Speech2FaceVideoGenerator(avatar, on_frame=self._on_frame)
             audio, self._runner = await start_local_runner(room, self._generator)
         else:
@@ -290,7 +291,9 @@ async def run_worker(url: str, token: str, *, sample_rate: int = SAMPLE_RATE, **
     closed = asyncio.Event()
     room.on("disconnected", lambda *_: closed.set())
     await room.connect(url, token)
-    generator = Speech2FaceVideoGenerator(make_avatar(sample_rate, **avatar_options))
+    avatar = make_avatar(sample_rate, **avatar_options)
+    await avatar.prepare()
+    generator = Speech2FaceVideoGenerator(avatar)
     runner = AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room), video_gen=generator, options=generator.options())
     try:
         await runner.start()

@@ -90,6 +90,7 @@ class Speech2FaceVideoService(FrameProcessor):
         await super().setup(setup)
         # the transport's rate: our audio goes to it unchanged (the avatar resamples the TTS)
         self._avatar = AssistantAvatar(sample_rate=setup.audio_out_sample_rate, **self._avatar_options)
+        await self._avatar.prepare()  # the face is rasterised during set-up: the first frame is immediate
 
     async def cleanup(self) -> None:
         await self._stop()
