@@ -1,7 +1,9 @@
 // The assistant demo: text → POST /v1/tts (offline Piper voice) → PCM to /v1/assistant →
 // frames back, paced by the server's avatar (it is the clock). The page plays the same
-// audio, starting it when the first frame that shows the sentence arrives, so picture and
-// sound leave together; every frame's position is logged against the audio clock.
+// audio, starting it when the first frame that shows the sentence arrives; after that the
+// audio clock leads: each speaking frame waits until the sound it shows is heard (so an
+// audio glitch or a burst of frames never pulls them apart). Every frame shown is logged
+// with where the audio was at that moment.
 // window.s2fAssistant exposes what the page measures (the browser test reads it).
 "use strict";
 
@@ -12,7 +14,8 @@ const CHUNK_S = 0.5; // PCM per websocket message
 
 const demo = {
   ready: false, rate: 0, frames: 0, drawn: 0, mouth: 0, audioPos: null,
-  playing: false, finished: [], errors: [], log: [], // log: [wall ms, frame t, mouth, audio heard s | null]
+  playing: false, finished: [], errors: [], stoppedAt: null,
+  log: [], // one per frame: [performance.now() ms, sentence position it shows (s) | null, mouth, audio heard (s) | null]
   level: () => 0,
 };
 window.s2fAssistant = demo;
@@ -24,8 +27,10 @@ let source = null; // the sentence's audio, created when its PCM is sent
 let sourceStartedAt = null; // audioCtx time it started
 let base = null; // frame t of the sentence's first sample
 let waitingStart = false; // PCM sent, audio waits for the first frame that shows it
+let pendingBlob = null; // a frame's picture; its {"type": "frame"} event follows it
+const queue = []; // speaking frames waiting for the audio clock: {seq, t, mouth, bmp}
 let seq = 0;
-let shownSeq = 0;
+let drawnSeq = 0;
 let fpsWindow = [];
 let offsets = [];
 const canvas = $("avatar").getContext("2d");
@@ -71,38 +76,61 @@ function connect() {
     demo.ready = true;
     $("speak").disabled = !demo.voice;
   };
-  ws.onmessage = (ev) => (typeof ev.data === "string" ? onEvent(JSON.parse(ev.data)) : onFrame(ev.data));
+  ws.onmessage = (ev) => (typeof ev.data === "string" ? onEvent(JSON.parse(ev.data)) : (pendingBlob = ev.data));
   ws.onclose = (ev) => {
     demo.ready = false;
     $("speak").disabled = true;
-    stopAudio();
+    endSentence("idle");
     if (ev.code !== 1000) say(`avatar connection closed (${ev.code}${ev.reason ? ": " + ev.reason : ""}); reconnecting…`, true);
     setTimeout(connect, 2000);
   };
 }
 
-function onFrame(blob) {
-  const mine = ++seq;
-  createImageBitmap(blob).then((bmp) => {
-    if (mine > shownSeq) { // decodes may finish out of order: never show an older frame
-      shownSeq = mine;
-      canvas.drawImage(bmp, 0, 0, SIZE, SIZE);
-      demo.drawn++;
-      $("avatar-frame").classList.add("live");
-    }
-    bmp.close();
-  });
-}
-
+// Seconds of the sentence the listener has heard (null when none is playing).
 function heardSeconds() {
   if (sourceStartedAt === null) return null;
   return audioCtx.currentTime - sourceStartedAt - (audioCtx.outputLatency || 0);
 }
 
+function show(item) {
+  const heard = heardSeconds();
+  if (item.bmp) {
+    item.bmp.then((bmp) => {
+      if (item.seq > drawnSeq) { // decodes may finish out of order: never draw an older frame
+        drawnSeq = item.seq;
+        canvas.drawImage(bmp, 0, 0, SIZE, SIZE);
+      }
+      bmp.close();
+      demo.drawn++;
+      $("avatar-frame").classList.add("live");
+    });
+  }
+  if (item.t !== null && heard !== null) offsets.push(heard - item.t);
+  demo.log.push([performance.now(), item.t, item.mouth, item.t === null ? null : heard]);
+  if (demo.log.length > 3000) demo.log.splice(0, 1000);
+  demo.mouth = item.mouth;
+  showStats();
+}
+
+function drop(item) {
+  if (item.bmp) item.bmp.then((bmp) => bmp.close());
+}
+
+// The audio clock is the master: a speaking frame is shown when the sound it shows is heard.
+function tick() {
+  const heard = heardSeconds();
+  let pick = null;
+  while (queue.length && (queue[0].t === null || heard === null || queue[0].t <= heard + 0.5 / FPS)) {
+    if (pick) drop(pick);
+    pick = queue.shift();
+  }
+  if (pick) show(pick);
+  requestAnimationFrame(tick);
+}
+
 function onEvent(msg) {
   if (msg.type === "frame") {
     demo.frames++;
-    demo.mouth = msg.mouth;
     demo.audioPos = msg.t;
     if (msg.t !== null && waitingStart && source) {
       waitingStart = false; // this frame shows the sentence's first sound: play it now
@@ -112,15 +140,14 @@ function onEvent(msg) {
       demo.playing = true;
       setState("speaking");
     }
-    const heard = msg.t !== null && base !== null ? heardSeconds() : null;
-    if (heard !== null) offsets.push(heard - (msg.t - base));
-    demo.log.push([performance.now(), msg.t === null ? null : msg.t - (base ?? 0), msg.mouth, heard]);
-    if (demo.log.length > 3000) demo.log.splice(0, 1000);
-    showStats();
+    const t = msg.t === null || base === null ? null : msg.t - base;
+    const item = { seq: ++seq, t, mouth: msg.mouth, bmp: pendingBlob ? createImageBitmap(pendingBlob) : null };
+    pendingBlob = null;
+    if (t === null && !queue.length) show(item);
+    else queue.push(item);
   } else if (msg.type === "playback_finished") {
     demo.finished.push({ position: msg.position, interrupted: msg.interrupted, at: performance.now() });
     $("finished").textContent = `${msg.position.toFixed(2)} s${msg.interrupted ? " (stopped)" : ""}`;
-    if (!msg.interrupted) endSentence("idle");
   } else if (msg.type === "error") {
     demo.errors.push(msg);
     say(msg.error, true);
@@ -140,19 +167,17 @@ function showStats() {
   }
 }
 
-function stopAudio() {
+function endSentence(state) {
   if (source) {
+    source.onended = null;
     try { source.stop(); } catch (e) { /* never started */ }
     source.disconnect();
   }
   source = null;
   waitingStart = false;
-}
-
-function endSentence(state) {
-  stopAudio();
   sourceStartedAt = null;
   base = null;
+  queue.splice(0).forEach(drop);
   demo.playing = false;
   $("stop").disabled = true;
   setState(state);
@@ -177,7 +202,7 @@ async function speak() {
   if (!text || !demo.ready) return;
   ensureAudio();
   await audioCtx.resume();
-  if (source || demo.playing) stop();
+  if (source) stop();
   setState("synthesising…");
   say("");
   $("speak").disabled = true;
@@ -196,6 +221,7 @@ async function speak() {
     source = audioCtx.createBufferSource();
     source.buffer = audio;
     source.connect(analyser);
+    source.onended = () => endSentence("idle"); // played to its end (Stop detaches this first)
     waitingStart = true;
     offsets = [];
     const step = Math.round(CHUNK_S * wav.rate) * 2;
@@ -211,6 +237,7 @@ async function speak() {
 }
 
 function stop() {
+  demo.stoppedAt = performance.now();
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "clear" }));
   endSentence("stopped");
 }
@@ -236,6 +263,7 @@ async function init() {
   }
   $("placeholder").textContent = "Starting the avatar…";
   connect();
+  requestAnimationFrame(tick);
 }
 
 init();
