@@ -213,8 +213,9 @@ def test_worker_args_round_trip_through_the_worker_cli(monkeypatch):
     monkeypatch.setattr(s2f_livekit, "run_worker", fake_run)
     monkeypatch.setenv(s2f_livekit.TOKEN_ENV, "tok")
     assert s2f_livekit.main(args) == 0
+    assert seen.pop("face")["jaw_width"] == pytest.approx(0.4)
     assert seen == dict(
-        url="wss://example.invalid", token="tok", sample_rate=24000, face=face, seed="s", size=256, fps=25.0, freeze_after_s=6.0
+        url="wss://example.invalid", token="tok", sample_rate=24000, seed="s", size=256, fps=25.0, freeze_after_s=6.0
     )
 
 
@@ -225,9 +226,25 @@ def test_worker_cli_refuses_a_token_in_argv_or_none(monkeypatch, capsys):
     assert exc.value.code == 2
     assert s2f_livekit.TOKEN_ENV in capsys.readouterr().err
     monkeypatch.setenv(s2f_livekit.TOKEN_ENV, "tok")
-    with pytest.raises(SystemExit) as exc:
-        s2f_livekit.main(["--url", "wss://x", "--face-json", "{nope"])
-    assert exc.value.code == 2
+    for bad, why in (
+        (["--face-json", "{nope"], "JSON"),
+        (["--face-json", '{"nose_size": 2}'], "nose_size"),
+        (["--size", "100"], "size"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            s2f_livekit.main(["--url", "wss://x", *bad])
+        assert exc.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_bad_options_fail_at_construction():
+    with pytest.raises(ValueError, match="seed"):
+        s2f_livekit.AvatarSession(seed="")
+    with pytest.raises(ValueError, match="size"):
+        s2f_livekit.AvatarSession(seed="x", size=300)
+    with pytest.raises(ValueError, match="sample_rate"):
+        s2f_livekit.AvatarSession(seed="x", sample_rate=12345)
+    with pytest.raises(ValueError, match="unknown face params"):
+        s2f_livekit.AvatarSession(face={"params": {"nose_size": 0.5}})
 
 
 def test_worker_mode_needs_credentials(monkeypatch):

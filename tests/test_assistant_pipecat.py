@@ -136,3 +136,10 @@ async def test_end_frame_lets_the_last_words_play_out():
     assert np.array_equal(out[: len(pcm)], pcm)
     assert isinstance(down[-1], (TTSStoppedFrame, OutputImageRawFrame))
     assert [type(f) for f in down].count(TTSStoppedFrame) == 1
+
+
+def test_bad_options_fail_at_construction():
+    with pytest.raises(ValueError, match="fps"):
+        Speech2FaceVideoService(seed="x", fps=0)
+    with pytest.raises(ValueError, match="face param"):
+        Speech2FaceVideoService(face={"jaw_width": 3})

@@ -48,6 +48,7 @@ from livekit.agents.voice.avatar import (
     AvatarSession as _BaseAvatarSession,
 )
 
+from .face import face_params
 from .generator import AssistantAvatar, AudioOut, FaceEvent, SegmentEnd, VideoOut
 
 log = logging.getLogger("speech2face.livekit")
@@ -200,8 +201,10 @@ class AvatarSession(_BaseAvatarSession):
             raise ValueError("engine= runs in this process; the worker loads its own (pass face= or seed=)")
         self._mode = mode
         self._options: dict[str, Any] = dict(face=face, seed=seed, size=size, fps=fps, freeze_after_s=freeze_after_s)
-        self._engine = engine
         self._sample_rate = sample_rate
+        # built now so a bad face, seed, size or rate fails here, not when the room is live
+        avatar = make_avatar(sample_rate, engine=engine, **self._options)
+        self._avatar = avatar if mode == "local" else None
         self._worker_identity = worker_identity
         self._url = livekit_url or os.environ.get("LIVEKIT_URL")
         self._api_key = livekit_api_key or os.environ.get("LIVEKIT_API_KEY")
@@ -224,9 +227,10 @@ class AvatarSession(_BaseAvatarSession):
     async def start(self, agent_session: Any, room: rtc.Room) -> None:
         await super().start(agent_session, room)
         if self._mode == "local":
-            avatar = make_avatar(self._sample_rate, engine=self._engine, **self._options)
-            await avatar.prepare()  # rasterise the face off the loop now: the first frame is immediate
-            self._generator = Speech2FaceVideoGenerator(avatar, on_frame=self._on_frame)
+            assert self._avatar is not None, "an AvatarSession starts once"
+            await self._avatar.prepare()  # rasterise the face off the loop now: the first frame is immediate
+            self._generator = Speech2FaceVideoGenerator(self._avatar, on_frame=self._on_frame)
+            self._avatar = None
             audio, self._runner = await start_local_runner(room, self._generator)
         else:
             await self._start_worker(room)
@@ -279,7 +283,7 @@ def worker_args(
     args = ["--url", url, "--sample-rate", str(sample_rate), "--size", str(size), "--fps", str(fps)]
     args += ["--freeze-after", str(freeze_after_s)]
     if face is not None:
-        args += ["--face-json", json.dumps(face)]
+        args += ["--face-json", json.dumps(face_params(face).as_dict())]
     if seed is not None:
         args += ["--seed", seed]
     return args
@@ -287,13 +291,13 @@ def worker_args(
 
 async def run_worker(url: str, token: str, *, sample_rate: int = SAMPLE_RATE, **avatar_options: Any) -> None:
     """Join the room, render the avatar for the agent that sends us audio, until the room closes."""
+    avatar = make_avatar(sample_rate, **avatar_options)  # bad options fail before we join
+    await avatar.prepare()
+    generator = Speech2FaceVideoGenerator(avatar)
     room = rtc.Room()
     closed = asyncio.Event()
     room.on("disconnected", lambda *_: closed.set())
     await room.connect(url, token)
-    avatar = make_avatar(sample_rate, **avatar_options)
-    await avatar.prepare()
-    generator = Speech2FaceVideoGenerator(avatar)
     runner = AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room), video_gen=generator, options=generator.options())
     try:
         await runner.start()
@@ -322,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--face-json is not valid JSON: {exc}")
     options = dict(face=face, seed=a.seed, size=a.size, fps=a.fps, freeze_after_s=a.freeze_after)
+    try:
+        make_avatar(a.sample_rate, **options)
+    except ValueError as exc:
+        parser.error(str(exc))
     asyncio.run(run_worker(a.url, token, sample_rate=a.sample_rate, **options))
     return 0
 

@@ -75,6 +75,8 @@ class Speech2FaceVideoService(FrameProcessor):
         self._avatar_options: dict[str, Any] = dict(
             face=face, seed=seed, size=size, fps=fps, engine=engine, freeze_after_s=freeze_after_s
         )
+        # a bad face, seed, size or fps fails here, not when the pipeline starts (the rate comes with setup)
+        AssistantAvatar(sample_rate=24_000, face=face, seed=seed, size=size, fps=fps, freeze_after_s=freeze_after_s)
         self._avatar: AssistantAvatar | None = None
         self._pump: asyncio.Task | None = None
         self._utterances: deque[_Utterance] = deque()  # oldest is the one playing
