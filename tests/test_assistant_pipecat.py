@@ -143,3 +143,29 @@ def test_bad_options_fail_at_construction():
         Speech2FaceVideoService(seed="x", fps=0)
     with pytest.raises(ValueError, match="face param"):
         Speech2FaceVideoService(face={"jaw_width": 3})
+
+
+@pytest.mark.asyncio
+async def test_face_refines_from_the_tts_voice(onnx_engine, tts24k):
+    """No face given: the avatar hears the TTS voice (real speech) and the service reports each refinement."""
+    svc = Speech2FaceVideoService(engine=onnx_engine, fps=FPS, freeze_after_s=3.0)
+    updates: list[dict] = []
+
+    @svc.event_handler("on_face_updated")
+    async def on_face(service, update):
+        updates.append(update)
+
+    pcm = tts24k["female"][: int(3.5 * RATE)]
+    frames = [
+        TTSStartedFrame(context_id="v"),
+        *tts_frames(pcm, "v"),
+        TTSStoppedFrame(context_id="v"),
+        SleepFrame(len(pcm) / RATE + 1.0),
+    ]
+    down, _ = await run_test(svc, frames_to_send=frames, pipeline_params=PARAMS)
+    assert np.array_equal(audio_of(down)[: len(pcm)], pcm)
+    assert updates, "no refinement from 3.5 s of speech"
+    versions = [u["version"] for u in updates]
+    assert versions == sorted(versions) and versions[-1] >= 2
+    assert updates[-1]["speech_seconds"] > 1.5 and "face" in updates[-1]
+    assert updates[-1]["gender"]["p_female"] > 0.5  # a female voice, heard through the plugin
