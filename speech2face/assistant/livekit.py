@@ -227,7 +227,8 @@ class AvatarSession(_BaseAvatarSession):
     async def start(self, agent_session: Any, room: rtc.Room) -> None:
         await super().start(agent_session, room)
         if self._mode == "local":
-            assert self._avatar is not None, "an AvatarSession starts once"
+            if self._avatar is None:
+                raise RuntimeError("an AvatarSession starts once; make a new one for another session")
             await self._avatar.prepare()  # rasterise the face off the loop now: the first frame is immediate
             self._generator = Speech2FaceVideoGenerator(self._avatar, on_frame=self._on_frame)
             self._avatar = None
@@ -297,13 +298,15 @@ async def run_worker(url: str, token: str, *, sample_rate: int = SAMPLE_RATE, **
     room = rtc.Room()
     closed = asyncio.Event()
     room.on("disconnected", lambda *_: closed.set())
-    await room.connect(url, token)
-    runner = AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room), video_gen=generator, options=generator.options())
     try:
-        await runner.start()
-        await closed.wait()
+        await room.connect(url, token)
+        runner = AvatarRunner(room, audio_recv=DataStreamAudioReceiver(room), video_gen=generator, options=generator.options())
+        try:
+            await runner.start()
+            await closed.wait()
+        finally:
+            await runner.aclose()
     finally:
-        await runner.aclose()
         await generator.aclose()
         await room.disconnect()
 
@@ -330,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         make_avatar(a.sample_rate, **options)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(run_worker(a.url, token, sample_rate=a.sample_rate, **options))
+    try:
+        asyncio.run(run_worker(a.url, token, sample_rate=a.sample_rate, **options))
+    except rtc.ConnectError as exc:
+        print(f"{parser.prog}: error: could not join the room at {a.url}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
