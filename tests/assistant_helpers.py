@@ -57,3 +57,19 @@ def best_lag(mouth: np.ndarray, energy: np.ndarray, max_lag: int = 5) -> int:
             m, e = mouth[:lag], energy[-lag:]
         scores[lag] = correlation(m, e)
     return max(scores, key=scores.get)
+
+
+def assert_paced(walls: list[float], indices: list[int], fps: float) -> None:
+    """Pictures follow the avatar's clock: the slot clock runs at ``fps`` ± 10 % of wall time, no
+    second holds more than ``fps`` + 2 pictures (late ones are skipped, never burst out), and few
+    slots are skipped (a loaded machine makes the avatar skip a picture rather than queue it;
+    its audio still plays)."""
+    w = np.asarray(walls) - walls[0]
+    idx = np.asarray(indices) - indices[0]
+    assert (np.diff(idx) >= 1).all(), "slots out of order or repeated"
+    slot_rate = idx[-1] / w[-1]
+    assert abs(slot_rate - fps) <= 0.1 * fps, slot_rate
+    per_second = max(int(np.searchsorted(w, x + 1.0) - i) for i, x in enumerate(w) if x + 1.0 <= w[-1])
+    assert per_second <= fps + 2, f"{per_second} pictures within one second: a burst"
+    delivered = len(idx) / (idx[-1] + 1)
+    assert delivered >= 0.8, f"only {delivered:.0%} of the slots became pictures"

@@ -26,7 +26,7 @@ from livekit.agents.voice.avatar import QueueAudioOutput  # noqa: E402
 
 from speech2face.assistant import livekit as s2f_livekit  # noqa: E402
 from speech2face.assistant.generator import VideoOut  # noqa: E402
-from tests.assistant_helpers import best_lag, correlation, energy_at, syllables  # noqa: E402
+from tests.assistant_helpers import assert_paced, best_lag, correlation, energy_at, syllables  # noqa: E402
 
 RATE = s2f_livekit.SAMPLE_RATE
 FPS = 25.0
@@ -136,10 +136,9 @@ async def test_segment_plays_at_fps_lip_synced_and_finishes_at_its_duration():
         assert position == pytest.approx(duration, abs=PERIOD + 1e-9)  # the last slot is padded to a full period
         assert duration - 2 * PERIOD <= t_done - t_push <= duration + 0.5, (t_done - t_push, duration)
 
-        # frames at fps while speaking (the generator and the AV synchroniser pace them)
+        # frames at fps while speaking (the avatar is the clock; the AV synchroniser follows it)
         speaking = [(w, f) for w, f in rec.frames if t_push <= w <= t_done]
-        rate = (len(speaking) - 1) / (speaking[-1][0] - speaking[0][0])
-        assert rate == pytest.approx(FPS, rel=0.1), rate
+        assert_paced([w for w, _ in speaking], [f.index for _, f in speaking], FPS)
         indices = [f.index for _, f in rec.frames]
         assert indices == sorted(indices) and len(set(indices)) == len(indices)
 
