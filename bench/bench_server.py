@@ -136,7 +136,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:  # a loaded machine starts slowly
     import aiohttp
 
     deadline = time.monotonic() + timeout

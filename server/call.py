@@ -28,7 +28,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engines.animator import FaceAnimator
-from engines.pipeline import CONFIDENT_SECONDS
+from engines.pipeline import CONFIDENT_SECONDS, PUSH_SECONDS
 
 from .batcher import ModelBatcher
 from .config import ServerConfig
@@ -37,7 +37,6 @@ from .video import AvatarVideoTrack, FrameInfo
 
 log = logging.getLogger("speech2face.call")
 
-PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
 SETTLED_FACE_INTERVAL = 3.0
@@ -270,7 +269,7 @@ class Call:
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
                 self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_MIN_SECONDS * 16_000:
+            if self._pcm_samples >= PUSH_SECONDS * 16_000:
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:

@@ -95,7 +95,9 @@ def test_settled_silent_face_is_served_from_the_cache():
     n = int(30 * FPS)  # 30 s of a listening face: blinks and idle sway, no audio
     frames = [anim.frame(i * P, "yuv420p") for i in range(n)]
     sways = {f.sway for f in frames}
-    assert sways == {-1, 0, 1}, sways  # the idle sway moves, by at most a pixel at 256 px
+    assert sways == {0, 1}, sways  # the idle sway moves, by a pixel at 256 px
+    steps = sum(a.sway != b.sway for a, b in zip(frames, frames[1:]))
+    assert 4 <= steps <= 10, steps  # rarely: each step is a whole-picture change for a video encoder
     assert len({f.blink for f in frames}) > 1  # and it blinks
     hits = sum(f.cached for f in frames)
     assert anim.cache_misses <= 3 * BLINK_LEVELS, anim.cache_misses  # a few distinct pictures, each drawn once
@@ -108,13 +110,13 @@ def test_settled_silent_face_is_served_from_the_cache():
 def test_sway_moves_the_picture_by_whole_rows():
     anim = FaceAnimator(256, A, blink_seed=5)
     still = FaceAnimator(256, A, blink_seed=5, sway=False)
-    for i in range(int(2 * FPS)):
+    for i in range(int(5 * FPS)):
         t = i * P
         f, g = anim.frame(t), still.frame(t)
         if f.sway == 1:
             assert np.array_equal(f.image[1:], g.image[:-1])
             return
-    pytest.fail("no sway within 2 s")
+    pytest.fail("no sway within 5 s")
 
 
 def test_mouth_follows_the_pushed_audio_and_closes():

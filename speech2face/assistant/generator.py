@@ -24,6 +24,7 @@ All methods are called from the event loop thread that iterates the avatar.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -35,13 +36,15 @@ import numpy as np
 from engines.animator import FaceAnimator, LayerCache, LayerFactory
 from engines.face import FaceParams
 from engines.mouth import NEUTRAL_SHAPE
+from engines.pipeline import PUSH_SECONDS
+from engines.pipeline import SAMPLE_RATE as MODEL_RATE
 from engines.render import SIZES
 
 from .face import face_from_seed, face_params
 
+log = logging.getLogger("speech2face.assistant")
+
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-MODEL_RATE = 16_000
-MODEL_PUSH_S = 0.2  # batch audio for the model: fewer executor hops, same refinements
 IMAGE_FORMATS = ("rgb24", "jpeg")
 
 _shared_layers = LayerCache()  # assistants in one process share the rasters of their faces
@@ -267,7 +270,7 @@ class AssistantAvatar:
             x = out.to_ndarray().reshape(-1)
             self._model_pcm.append(x)
             self._model_samples += x.size
-        if self._model_samples >= MODEL_PUSH_S * MODEL_RATE:
+        if self._model_samples >= PUSH_SECONDS * MODEL_RATE:
             self._model_ready.set()
 
     async def _refine(self) -> None:
@@ -317,7 +320,12 @@ class AssistantAvatar:
         task = asyncio.ensure_future(coro)
         task.set_name(f"assistant-{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the face stays as it is; frames go on
+            log.error("assistant avatar: %s failed", task.get_name(), exc_info=task.exception())
 
     def __aiter__(self) -> AsyncIterator[Item]:
         """One stream per avatar: iterating again (after a ``break``) resumes it."""
