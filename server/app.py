@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from engines.animator import LayerFactory
 
-from . import ice, vp8
+from . import ice, tts, vp8
 from .call import Call
 from .config import SIZES, ServerConfig
 from .errors import HttpError, json_error
@@ -162,6 +162,7 @@ def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFac
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    tts.add_routes(app)  # GET /assistant (the demo page), GET/POST /v1/tts
     app.router.add_static("/static/", app[CLIENT], show_index=False)
 
     async def startup(app: web.Application) -> None:
