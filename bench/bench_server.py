@@ -232,7 +232,7 @@ def machine_capacity(
     return round(min(workers, cores) * min(rates), 1)
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:  # a loaded machine starts slowly
     import aiohttp
 
     deadline = time.monotonic() + timeout
@@ -251,13 +251,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0)
             await asyncio.sleep(0.2)
 
 
-def speech_48k() -> np.ndarray:
-    from tests.server_helpers import make_speech_wav, read_wav_16k, to_48k
+def speech_16k() -> np.ndarray:
+    from tests.server_helpers import make_speech_wav, read_wav_16k
 
     path = Path(os.environ.get("S2F_BENCH_WAV", "/tmp/s2f_bench_speech.wav"))
     if not path.exists():
         make_speech_wav(path, "en+f3")
-    return to_48k(read_wav_16k(path))
+    return read_wav_16k(path)
+
+
+def speech_48k() -> np.ndarray:
+    from tests.server_helpers import to_48k
+
+    return to_48k(speech_16k())
 
 
 async def measure(args: argparse.Namespace) -> dict:

@@ -72,6 +72,11 @@ class Metrics:
             registry=r,
         )
         self.encoder_cpu = Counter("s2f_encoder_cpu_seconds", "Thread CPU of the batched encoder runs", registry=r)
+        self.assistant_sessions = Gauge(
+            "s2f_live_assistant_sessions", "Assistant websocket sessions open", registry=r, multiprocess_mode="livesum"
+        )
+        self.assistant_sessions_total = Counter("s2f_assistant_sessions", "Assistant websocket sessions admitted", registry=r)
+        self.assistant_frames_sent = Counter("s2f_assistant_frames_sent", "Frames sent on assistant websockets", registry=r)
         self.avatar_requests = Counter("s2f_avatar_requests", "POST /v1/avatar by outcome", ["outcome"], registry=r)
         self.closed_sessions = Counter("s2f_closed_sessions", "Calls closed, by reason", ["reason"], registry=r)
 
