@@ -18,8 +18,9 @@ from __future__ import annotations
 import av
 import numpy as np
 
-MODEL_RATE = 16_000
-PUSH_MIN_SECONDS = 0.2  # fewer executor hops, same refinements
+from engines.pipeline import PUSH_SECONDS as PUSH_MIN_SECONDS
+from engines.pipeline import SAMPLE_RATE as MODEL_RATE
+
 PUSH_MAX_SECONDS = 1.0  # the longest audio waits for the model (bounds memory and VAD lag)
 VAD_LOOKAHEAD_SECONDS = 0.2  # the VAD holds back 150 ms plus part of a 30 ms frame
 QUIET_PEAK = 10 ** (-60 / 20)  # full scale = 1; below this a frame cannot hold speech
