@@ -53,11 +53,10 @@ class CallOptions:
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
 
-def status_json(update: Any, kind: str = "status") -> dict:
-    """The engine's Update JSON plus flat fields the client and tests read directly."""
-    body = dict(update.to_json())
-    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3), "params": update.params.as_dict()})
-    return body
+def update_json(update: Any, kind: str = "status") -> dict:
+    """``Update.to_json()`` tagged with its message type: the one payload the client, the
+    REST JSON and ``analyze --json`` share (seconds heard is ``speech_seconds``)."""
+    return {"type": kind, **update.to_json()}
 
 
 class Call:
@@ -311,7 +310,7 @@ class Call:
             log.debug("datachannel send failed", exc_info=True)
 
     def _send_status(self, update: Any, kind: str = "status") -> None:
-        body = status_json(update, kind)
+        body = update_json(update, kind)
         body.update(
             {
                 "call_id": self.id,

@@ -7,7 +7,9 @@ assistants) imports it from here rather than from ``app`` (which imports them).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +25,11 @@ from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
-from .offer import parse_offer
+from .offer import _skin_tones, parse_offer
+from .oneshot import OneShotQueue
+from .ratelimit import RateLimiter
+
+log = logging.getLogger("speech2face.server")
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -40,6 +46,9 @@ class ServerState:
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
+        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after)
+        self.offer_limiter = RateLimiter(config.offers_per_minute)
+        self.upload_limiter = RateLimiter(config.uploads_per_minute)
         self.admission = Admission(config.session_budget)
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
@@ -74,7 +83,7 @@ class ServerState:
             loop = asyncio.get_running_loop()
             self.engine = await loop.run_in_executor(
                 self.model_executor,
-                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=room_secret()),
             )
         if self.renderer_factory is None:
             from engines.render import AvatarRenderer
@@ -204,7 +213,22 @@ def _load_malloc_trim():
 _malloc_trim = _load_malloc_trim()
 
 
-def _skin_tones() -> list[str]:
-    from engines.face import SKIN_TONES
+_generated_secret: str | None = None
 
-    return list(SKIN_TONES)
+
+def room_secret() -> str:
+    """``S2F_ROOM_SECRET``, else a random one for this process (warned once).
+
+    The room mode salts each face with this secret; an empty or public one would let anyone
+    who knows a room name compute its face mapping from the public code. A generated secret
+    keeps rooms unlinkable but changes every restart (faces in a room change with it); set
+    ``S2F_ROOM_SECRET`` to keep them across restarts and server replicas.
+    """
+    global _generated_secret
+    configured = os.environ.get("S2F_ROOM_SECRET", "")
+    if configured:
+        return configured
+    if _generated_secret is None:
+        _generated_secret = secrets.token_hex(32)
+        log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
+    return _generated_secret
