@@ -36,6 +36,7 @@ OPSET = 17
 
 class Backend(Protocol):
     name: str
+    max_batch: int | None  # the most partials one embed() accepts (None: any)
 
     def embed(self, mels: np.ndarray) -> np.ndarray:
         """(B, T, 40) float32 power mels → (B, 256) L2-normalised embeddings."""
@@ -46,6 +47,7 @@ class Backend(Protocol):
 
 class TorchBackend:
     name = "torch"
+    max_batch = None
 
     def __init__(self) -> None:
         torch.set_num_threads(1)
@@ -141,6 +143,7 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], 
 # ---------------------------------------------------------------- ONNX Runtime
 class OrtBackend:
     name = "onnx"
+    max_batch = None
 
     def __init__(self, provider: str = "CPUExecutionProvider", progress: Callable[[str], None] | None = None) -> None:
         import onnxruntime as ort
@@ -189,6 +192,7 @@ def decoder_profiles() -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tupl
 
 class TensorRTBackend:
     name = "tensorrt"
+    max_batch = ENCODER_PROFILE["mels"][2][0]  # the engine rejects a batch over its profile's max
 
     def __init__(self, fp16: bool = False, progress: Callable[[str], None] | None = None) -> None:
         from .tensorrt_backend import TensorRTSession
@@ -203,6 +207,18 @@ class TensorRTBackend:
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.decoder.run({k: np.ascontiguousarray(feeds[k], np.float32) for k in DECODER_INPUTS})
         return {k: outs[k] for k in DECODER_OUTPUTS}
+
+
+def embed_in_batches(backend: Backend, mels: np.ndarray) -> np.ndarray:
+    """``backend.embed`` over any number of partials, split at the backend's maximum batch.
+
+    The server joins up to 16 callers with several partials each; a backed-up batch can
+    exceed what a TensorRT profile allows (32), which would fail every caller in it.
+    """
+    cap = backend.max_batch or len(mels)
+    if len(mels) <= cap:
+        return backend.embed(mels)
+    return np.concatenate([backend.embed(mels[i : i + cap]) for i in range(0, len(mels), cap)])
 
 
 def limit_blas_threads() -> None:

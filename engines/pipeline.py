@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .backends import Backend, make_backend
+from .backends import Backend, embed_in_batches, make_backend
 from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
@@ -350,7 +350,7 @@ class AvatarEngine:
             except Exception as exc:  # noqa: BLE001 - reported per caller
                 out[i] = exc
         flat = [m for ms in mels for m in ms]
-        embs = self.backend.embed(np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
+        embs = embed_in_batches(self.backend, np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
         start = 0
         for i, ((pipe, _), ms) in enumerate(zip(items, mels)):
             chunk, start = embs[start : start + len(ms)], start + len(ms)
