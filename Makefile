@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install install-test sysdeps bench gallery clean
+.PHONY: run test lint install install-test sysdeps bench gallery clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,12 @@ run: install
 
 test: install-test sysdeps
 	$(PY) -m pytest
+
+# The codebase checks itself: lint rules, formatting, and types in engines/ (.ci/run runs this).
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(VENV)/bin/speech2face bench

@@ -47,7 +47,7 @@ class Backend(Protocol):
 
 class TorchBackend:
     name = "torch"
-    max_batch = None
+    max_batch: int | None = None
 
     def __init__(self) -> None:
         torch.set_num_threads(1)
@@ -74,7 +74,7 @@ def make_decoder() -> FaceDecoder:
 def _code_sha() -> str:
     h = hashlib.sha256()
     for mod in (decoder_mod, face_mod, profile_mod):
-        h.update(Path(mod.__file__).read_bytes())
+        h.update(Path(str(mod.__file__)).read_bytes())
     if STATS_PATH.exists():
         h.update(STATS_PATH.read_bytes())
     h.update(torch.__version__.encode())
@@ -135,7 +135,14 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], 
     buf = io.BytesIO()
     with torch.inference_mode():
         torch.onnx.export(
-            model, args, buf, input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False
+            model,
+            args,
+            buf,  # type: ignore[arg-type]  # torch's hint omits file objects, which export accepts
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
         )
     atomic_write_bytes(path, buf.getvalue())
 
@@ -143,7 +150,7 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], 
 # ---------------------------------------------------------------- ONNX Runtime
 class OrtBackend:
     name = "onnx"
-    max_batch = None
+    max_batch: int | None = None
 
     def __init__(self, provider: str = "CPUExecutionProvider", progress: Callable[[str], None] | None = None) -> None:
         import onnxruntime as ort
@@ -192,7 +199,7 @@ def decoder_profiles() -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tupl
 
 class TensorRTBackend:
     name = "tensorrt"
-    max_batch = ENCODER_PROFILE["mels"][2][0]  # the engine rejects a batch over its profile's max
+    max_batch: int | None = ENCODER_PROFILE["mels"][2][0]  # the engine rejects a batch over its profile's max
 
     def __init__(self, fp16: bool = False, progress: Callable[[str], None] | None = None) -> None:
         from .tensorrt_backend import TensorRTSession

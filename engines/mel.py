@@ -20,7 +20,7 @@ HOP = 160  # 10 ms
 N_MELS = 40
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     f_sp = 200.0 / 3
     min_log_hz = 1000.0

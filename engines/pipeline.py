@@ -259,7 +259,7 @@ class AvatarPipeline:
         else:  # under 1.6 s of speech: a provisional embedding of everything heard so far
             upto = self._decoded_at - self._tail_start  # the state at the last block boundary
             e = self._backend.embed(mel_spectrogram(_loudness_normalise(self._tail[:upto]))[None])[0].astype(np.float64)
-        return (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)
+        return (e / max(float(np.linalg.norm(e)), 1e-12)).astype(np.float32)
 
     def _neutral(self, message: str | None = None) -> Update:
         params = FaceParams.neutral()
