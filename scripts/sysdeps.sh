@@ -79,6 +79,7 @@ if [ "$(id -u)" != "0" ]; then
   exit 1
 fi
 codename=$(codename_of)
+rm -f /etc/apt/sources.list.d/s2f-nonfree.sources  # written (with a fixed host) by earlier versions of this script
 if [ -n "$codename" ]; then
   entries=$(nonfree_sources /etc/apt "$codename")
   deb822=$(printf '%s\n' "$entries" | sed -n 's/^deb822 \{0,1\}//p')

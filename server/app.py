@@ -22,6 +22,7 @@ from .config import SIZES, ServerConfig
 from .errors import HttpError, error_middleware, install_log_filter, json_error, retry_after_seconds, sanitize
 from .metrics import CONTENT_TYPE_LATEST
 from .offer import MAX_SDP_CHARS
+from .oneshot import render_job
 from .origin import origin_middleware
 from .runner import set_server_header
 from .state import CLIENT, STATE, ServerState
@@ -119,8 +120,6 @@ async def options(request: web.Request) -> web.Response:
 
 async def call_avatar(request: web.Request) -> web.Response:
     """The live call's current face as PNG or SVG (the page's download buttons)."""
-    from engines.render import render_png, render_svg
-
     state = request.app[STATE]
     call = state.calls.get(request.match_info["call_id"])
     if call is None:
@@ -137,15 +136,9 @@ async def call_avatar(request: web.Request) -> web.Response:
     params = call.current.params
     name = f"speech2face-v{call.current.version}"
     with state.oneshot.slot():
-        if fmt == "png":
-            body = await state.oneshot.run(render_png, params, size)
-            return web.Response(
-                body=body, content_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}.png"'}
-            )
-        text = await state.oneshot.run(render_svg, params, size)
-    return web.Response(
-        text=text, content_type="image/svg+xml", headers={"Content-Disposition": f'attachment; filename="{name}.svg"'}
-    )
+        picture = await state.oneshot.run(render_job, params, size, fmt)
+    kind = "image/png" if fmt == "png" else "image/svg+xml"
+    return web.Response(body=picture, content_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -183,21 +176,22 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
         except Exception as exc:
             state.engine_error = f"{type(exc).__name__}: {exc}"
             log.exception("engine failed to load")
+        state.warm_task = asyncio.ensure_future(state.oneshot.warm())  # uploads need not wait for it
 
     async def shutdown(app: web.Application) -> None:
         await state.close_all("shutdown")
         if state.batcher is not None:
             await state.batcher.close()
-        if state.lag_task is not None:
-            state.lag_task.cancel()
-            await asyncio.gather(state.lag_task, return_exceptions=True)
+        for task in (state.lag_task, state.warm_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def cleanup(app: web.Application) -> None:
         if state._trim_handle is not None:
             state._trim_handle.cancel()
         state.model_executor.shutdown(wait=True, cancel_futures=True)
         state.render_executor.shutdown(wait=True, cancel_futures=True)
-        state.oneshot.shutdown()
 
     app.on_response_prepare.append(set_server_header)
     app.on_startup.append(startup)

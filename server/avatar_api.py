@@ -14,9 +14,9 @@ import asyncio
 from aiohttp import BodyPartReader, web
 
 from .body import body_timeout_error, read_capped
-from .call import update_json
 from .config import SIZES
 from .errors import HttpError
+from .oneshot import avatar_job
 from .state import STATE
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json"}
@@ -114,42 +114,15 @@ async def avatar(request: web.Request) -> web.Response:
             if not data:
                 raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
             overrides = {"skin_tone": tone} if tone else None
-            update = await state.oneshot.run(_analyse, state.engine, data, cfg.max_upload_seconds, overrides)
+            update, picture = await state.oneshot.run(avatar_job, data, cfg.max_upload_seconds, overrides, fmt, size)
             del data
-            if fmt == "json":
-                outcome = "ok"
-                return web.json_response(update_json(update, "avatar"))
-            from engines.render import render_png, render_svg
-
-            if fmt == "png":
-                png = await state.oneshot.run(render_png, update.params, size)
-                outcome = "ok"
-                return web.Response(body=png, content_type="image/png", headers={"X-S2F-Version": str(update.version)})
-            svg = await state.oneshot.run(render_svg, update.params, size)
             outcome = "ok"
-            return web.Response(text=svg, content_type="image/svg+xml")
+            if fmt == "json":
+                return web.json_response({"type": "avatar", **update})
+            headers = {"X-S2F-Version": str(update["version"])}
+            return web.Response(body=picture, content_type=FORMATS[fmt], headers=headers)
     except HttpError:
         outcome = "rejected"
         raise
     finally:
         state.metrics.avatar_requests.labels(outcome=outcome).inc()
-
-
-def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = None):
-    from engines.audio import AudioError, decode_audio
-
-    try:
-        decoded = decode_audio(data, max_seconds=max_seconds)
-    except AudioError as exc:
-        raise HttpError(str(exc), 415) from exc
-    except Exception as exc:  # FFmpeg can fail in ways the decoder does not wrap
-        raise HttpError(f"cannot decode the audio: {type(exc).__name__}", 415) from exc
-    if getattr(decoded, "truncated_at_cap", False):
-        raise HttpError(f"audio longer than the {max_seconds:g} s limit", 413)
-    pcm = getattr(decoded, "pcm", decoded)
-    if len(pcm) == 0:
-        raise HttpError("the audio is empty", 400)
-    try:
-        return engine.analyze(pcm, overrides=overrides) if overrides else engine.analyze(pcm)
-    except ValueError as exc:  # e.g. no speech found: the engine's message is for the user
-        raise HttpError(str(exc), 422) from exc

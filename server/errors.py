@@ -43,6 +43,9 @@ class HttpError(Exception):
         self.status = status
         self.headers = headers
 
+    def __reduce__(self) -> tuple:  # raised in the one-shot worker process, re-raised here
+        return (HttpError, (str(self), self.status, self.headers))
+
 
 def json_error(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)

@@ -97,7 +97,12 @@ def run(config: ServerConfig) -> int:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    asyncio.run(serve(config))
+    from .oneshot import shutdown_workers
+
+    try:
+        asyncio.run(serve(config))
+    finally:
+        shutdown_workers()
     return 0
 
 

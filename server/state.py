@@ -46,7 +46,7 @@ class ServerState:
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
-        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after)
+        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after, config.backend)
         self.offer_limiter = RateLimiter(config.offers_per_minute)
         self.upload_limiter = RateLimiter(config.uploads_per_minute)
         self.admission = Admission(config.session_budget)
@@ -57,6 +57,7 @@ class ServerState:
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self.warm_task: asyncio.Future | None = None
         self.batcher: ModelBatcher | None = None
         self._trim_handle: asyncio.TimerHandle | None = None
 
