@@ -32,7 +32,13 @@ sysdeps:
 run: install
 	$(VENV)/bin/speech2face serve --host $(HOST) --port $(PORT)
 
-test: install-test sysdeps
+# puppeteer-core drives the system Firefox for tests/test_browser.py; it never downloads a browser
+BROWSER_DEPS := tests/browser/node_modules/.installed
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install-test sysdeps $(BROWSER_DEPS)
 	$(PY) -m pytest
 
 # The codebase checks itself: lint rules, formatting, and types in engines/ (.ci/run runs this).
@@ -45,7 +51,7 @@ bench: install
 	$(VENV)/bin/speech2face bench
 
 clean:
-	rm -rf $(VENV) test-output bench-output
+	rm -rf $(VENV) test-output bench-output tests/browser/node_modules
 
 gallery: install-test sysdeps
 	$(PY) scripts/gallery.py

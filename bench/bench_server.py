@@ -369,6 +369,11 @@ async def measure_upload_burst(args: argparse.Namespace) -> dict:
         await wait_healthy(url, proc)
         voice = speech_48k()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            for _ in range(600):  # our one-shot worker loads its own engine: measure with it ready
+                async with session.get(url + "/healthz") as r:
+                    if (await r.json()).get("oneshot_worker", "ready") == "ready":
+                        break
+                await asyncio.sleep(0.5)
             callers = []
             for i in range(args.callers):
                 c = Caller(url, ArrayAudioTrack(voice, loop=True, lead_silence=0.1 * i), frame_events=False)

@@ -8,7 +8,7 @@
 #                                                 added for the apt configuration in DIR (a copy of /etc/apt)
 set -euo pipefail
 PKGS=(espeak-ng sox libsox-fmt-all mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 mbrola-de2 mbrola-fr1 mbrola-fr4
-  chromium firefox-esr fonts-dejavu-core ffmpeg)
+  chromium firefox-esr pulseaudio fonts-dejavu-core ffmpeg)
 OURS=s2f-contrib-non-free
 
 # The entries to add, from the deb822 (*.sources) and one-line (*.list) sources under $1 whose

@@ -103,6 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
         "sessions": len(state.calls),
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
+        "oneshot_worker": "ready" if state.oneshot.ready else "starting",  # uploads wait for it until ready
     }
     if state.engine_error:
         body.update(status="error", error=state.engine_error)

@@ -342,6 +342,7 @@ class Call:
             return
         self._closing = True
         self.close_reason = reason
+        started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
@@ -358,3 +359,4 @@ class Call:
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()
+        log.info("call %s closed in %.2f s", self.id, time.monotonic() - started)

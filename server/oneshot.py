@@ -80,6 +80,7 @@ class OneShotQueue:
         self.backend = backend
         self._retry_after = retry_after
         self._admitted = 0
+        self.ready = False  # the worker has loaded its engine (warm() finished)
 
     @property
     def admitted(self) -> int:
@@ -115,6 +116,7 @@ class OneShotQueue:
     async def warm(self) -> None:
         """Start the worker and load its engine now rather than on the first upload."""
         await self.run(_ping)
+        self.ready = True
 
 
 # --- jobs (run in the worker: module-level so they pickle by name) ---
