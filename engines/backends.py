@@ -20,6 +20,7 @@ import torch
 from . import decoder as decoder_mod
 from . import face as face_mod
 from . import profile as profile_mod
+from .choices import BACKENDS
 from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
@@ -28,7 +29,6 @@ from .identity import STATS_PATH, gender_timbre
 from .mel import N_MELS
 from .profile import N_FEATURES
 
-BACKENDS = ("onnx", "torch", "tensorrt")
 DECODER_INPUTS = ("embedding", "features", "basis", "center", "code_scale", "override_values", "override_mask")
 DECODER_OUTPUTS = ("params", "p_female", "age_probs", "confidence")
 OPSET = 17

@@ -14,7 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from .choices import SAMPLE_RATE
+
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40

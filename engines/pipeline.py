@@ -11,13 +11,13 @@ of speech is kept, and nothing is ever written to disk.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .backends import Backend, embed_in_batches, make_backend
+from .choices import MAX_SPEECH_SECONDS, SAMPLE_RATE
 from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
@@ -26,11 +26,9 @@ from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
 
-SAMPLE_RATE = 16_000
 BLOCK_SAMPLES = SAMPLE_RATE // 2  # a refinement every 0.5 s of new speech
 MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
 CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
-MAX_SPEECH_SECONDS = 120.0  # beyond this the face no longer changes (bounded work per call)
 NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
 
 
@@ -320,7 +318,6 @@ class AvatarEngine:
         self.backend_name = backend
         self.backend = make_backend(backend)
         self._room_secret = room_secret
-        self._lock = threading.Lock()
 
     def pipeline(
         self,

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .choices import SIZES
 from .face import FaceParams
 from .render_face import FaceModel
 from .render_scene import DESIGN, Scene, rasterize, to_svg
 
-SIZES = (256, 384, 512)
 MOUTH_LEVELS = 7  # pre-drawn openness steps; frames blend the two nearest
 BLINK_LEVELS = 4
 

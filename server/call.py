@@ -27,11 +27,12 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engines.choices import SAMPLE_RATE
 from engines.pipeline import CONFIDENT_SECONDS
 
 from .batcher import ModelBatcher
 from .blink import Blinker
-from .config import ServerConfig
+from .config import SIZES, ServerConfig
 from .metrics import Metrics
 from .mouth import MouthEnvelope
 from .video import AvatarVideoTrack, FrameInfo, Renderer
@@ -184,8 +185,6 @@ class Call:
         """Live changes that need no new pipeline: video size and skin tone."""
         from engines.face import SKIN_TONES
 
-        from .config import SIZES
-
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
             self.video.set_size(size)
@@ -222,7 +221,7 @@ class Call:
         return self.pipeline.seconds_heard >= self.config.max_speech_seconds
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         while True:
             try:
                 frame = await track.recv()
@@ -238,7 +237,7 @@ class Call:
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
                 self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_MIN_SECONDS * 16_000:
+            if self._pcm_samples >= PUSH_MIN_SECONDS * SAMPLE_RATE:
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:

@@ -10,12 +10,12 @@ import argparse
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-PRIVACY_MODES = ("stable", "room", "random")
-SIZES = (256, 384, 512)
-BACKENDS = ("onnx", "torch", "tensorrt")
+from engines.choices import BACKENDS, MAX_SPEECH_SECONDS, PRIVACY_MODES, SIZES
+
+__all__ = ["BACKENDS", "PRIVACY_MODES", "SIZES", "ServerConfig"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ServerConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_seconds: float = 60.0
     max_call_seconds: float = 3600.0
-    max_speech_seconds: float = 120.0  # speech a call's face is refined from; after it the model idles
+    max_speech_seconds: float = MAX_SPEECH_SECONDS  # speech a call's face is refined from; after it the model idles
     idle_timeout: float = 3.0  # no audio for this long → the caller is gone
     connect_timeout: float = 5.0  # offer answered but ICE/DTLS never completed: the caller is gone
     retry_after: int = 5  # seconds, sent with 503
@@ -59,9 +59,6 @@ class ServerConfig:
         if self.loopback_only is not None:
             return self.loopback_only
         return host_is_loopback(self.host)
-
-    def with_(self, **changes: Any) -> "ServerConfig":
-        return replace(self, **changes)
 
     def validate(self) -> "ServerConfig":
         if not 1 <= self.port <= 65535 and self.port != 0:

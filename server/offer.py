@@ -28,7 +28,7 @@ SENDING = ("sendrecv", "sendonly")
 RECEIVING = ("sendrecv", "recvonly")
 
 
-def _skin_tones() -> list[str]:
+def skin_tones() -> list[str]:
     from engines.face import SKIN_TONES
 
     return list(SKIN_TONES)
@@ -102,8 +102,8 @@ def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessio
     skin = body.get("skin_tone")
     if skin in ("", "auto"):
         skin = None
-    if skin is not None and (not isinstance(skin, str) or skin not in _skin_tones()):
-        raise HttpError(f'"skin_tone" must be one of {_skin_tones()} or "auto"')
+    if skin is not None and (not isinstance(skin, str) or skin not in skin_tones()):
+        raise HttpError(f'"skin_tone" must be one of {skin_tones()} or "auto"')
     size = _size(body.get("size"), config.size)
     frame_events = body.get("frame_events", False)
     if not isinstance(frame_events, bool):

@@ -25,7 +25,7 @@ from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
-from .offer import _skin_tones, parse_offer
+from .offer import parse_offer, skin_tones
 from .oneshot import OneShotQueue
 from .ratelimit import RateLimiter
 
@@ -196,7 +196,7 @@ class ServerState:
             "default_size": self.config.size,
             "default_privacy": self.config.privacy,
             "fps": self.config.fps,
-            "skin_tones": _skin_tones(),
+            "skin_tones": skin_tones(),
             "ice_servers": ice_servers,
             "confident_seconds": CONFIDENT_SECONDS,
         }

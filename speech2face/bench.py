@@ -1,7 +1,7 @@
 """`speech2face bench`: the engine's speed and memory, each figure beside its baseline from the same run.
 
 Timings are medians over repeated calls on one thread (the machine is shared; a median of
-many short calls is what survives noise). Budgets from ARCHITECTURE.md are printed next to
+many short calls is what survives noise). Budgets from the README are printed next to
 each figure so a regression is visible, but nothing here fails a build: speed is tracked
 by reading these numbers, not by timed tests.
 """
@@ -124,7 +124,7 @@ def run_bench(quick: bool = False, json_out: str | None = None) -> int:
         profile.add_block(chunk)
         feats_pipe._refine()
         steps.append((time.perf_counter() - t) * 1000)
-    row("refinement step: VAD + profile + decoder (p50)", float(np.median(steps)), "ms", "budget 10 ms p50 (ARCHITECTURE.md)")
+    row("refinement step: VAD + profile + decoder (p50)", float(np.median(steps)), "ms", "budget 10 ms p50 (README)")
     row("  + encoder share per 0.5 s block (0.625 partial)", 0.625 * o_ms_b1, "ms", "amortised")
 
     print("renderer (256 px):")
