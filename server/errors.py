@@ -137,7 +137,7 @@ class ClientErrorLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionResetError, HttpError)):
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionError, HttpError)):
             # our handlers already logged the one line this error deserves
             record.exc_info = None
             record.exc_text = None

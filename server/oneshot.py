@@ -69,9 +69,16 @@ def _worker(backend: str) -> ProcessPoolExecutor:
 
 
 def shutdown_workers() -> None:
+    """Stop every worker now: a job in flight is for a client that is being disconnected anyway,
+    and a worker still loading its engine must not hold up a SIGTERM."""
     while _workers:
         _, pool = _workers.popitem()
-        pool.shutdown(wait=True, cancel_futures=True)
+        procs = list(getattr(pool, "_processes", {}).values())  # 3.11 has no terminate_workers()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(5)
 
 
 class OneShotQueue:
