@@ -131,6 +131,9 @@ class ServerState:
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any) -> dict:
+        if self.admission.in_use >= self.admission.budget:  # full: say so before judging the offer
+            self.metrics.rejected_sessions.inc()
+            raise HttpError(f"server is full ({self.admission.budget} calls)", 503, self.retry_headers())
         options, offer = parse_offer(body, self.config)
         if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
