@@ -14,15 +14,15 @@ the partials awaiting their refinement) is kept, and nothing is ever written to 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .backends import Backend, make_backend
+from .backends import Backend, embed_in_batches, make_backend
 from .cadence import ADAPTIVE, Cadence, CadenceRule
+from .choices import MAX_SPEECH_SECONDS, SAMPLE_RATE
 from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
@@ -31,11 +31,9 @@ from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
 
-SAMPLE_RATE = 16_000
 BLOCK_SAMPLES = SAMPLE_RATE // 2  # a refinement every 0.5 s of new speech
 MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
 CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
-MAX_SPEECH_SECONDS = 120.0  # beyond this the face no longer changes (bounded work per call)
 NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
 PUSH_SECONDS = 0.2  # live feeders push at least this much audio at once: same refinements, fewer executor hops
 _VOICED_S, _SPEECH_S = FEATURE_NAMES.index("voiced_s"), FEATURE_NAMES.index("speech_s")
@@ -336,7 +334,7 @@ class AvatarPipeline:
         else:  # under 1.6 s of speech: a provisional embedding of everything heard so far
             upto = self._decoded_at - self._tail_start  # the state at the last block boundary
             e = self._backend.embed(mel_spectrogram(_loudness_normalise(self._tail[:upto]))[None])[0].astype(np.float64)
-        return (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)
+        return (e / max(float(np.linalg.norm(e)), 1e-12)).astype(np.float32)
 
     def _neutral(self, message: str | None = None) -> Update:
         params = FaceParams.neutral()
@@ -397,7 +395,6 @@ class AvatarEngine:
         self.backend_name = backend
         self.backend = make_backend(backend)
         self._room_secret = room_secret
-        self._lock = threading.Lock()
 
     def pipeline(
         self,
@@ -463,7 +460,7 @@ class AvatarEngine:
         if not mels:
             return np.zeros((0, 256), np.float32)
         started = time.thread_time()
-        embs = self.backend.embed(np.stack(mels))
+        embs = embed_in_batches(self.backend, np.stack(mels))
         if on_encode is not None:
             on_encode(len(mels), time.thread_time() - started)
         return embs

@@ -30,7 +30,7 @@ from engines.animator import FaceAnimator
 from engines.pipeline import CONFIDENT_SECONDS
 
 from .batcher import ModelBatcher
-from .config import ServerConfig
+from .config import SIZES, ServerConfig
 from .feed import SpeechFeed
 from .metrics import Metrics
 from .video import AvatarVideoTrack, FrameInfo
@@ -51,11 +51,10 @@ class CallOptions:
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
 
-def status_json(update: Any, kind: str = "status") -> dict:
-    """The engine's Update JSON plus flat fields the client and tests read directly."""
-    body = dict(update.to_json())
-    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3), "params": update.params.as_dict()})
-    return body
+def update_json(update: Any, kind: str = "status") -> dict:
+    """``Update.to_json()`` tagged with its message type: the one payload the client, the
+    REST JSON and ``analyze --json`` share (seconds heard is ``speech_seconds``)."""
+    return {"type": kind, **update.to_json()}
 
 
 class Call:
@@ -179,8 +178,6 @@ class Call:
     def configure(self, msg: dict) -> None:
         """Live changes that need no new pipeline: video size and skin tone."""
         from engines.face import SKIN_TONES
-
-        from .config import SIZES
 
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
@@ -333,7 +330,7 @@ class Call:
             log.debug("datachannel send failed", exc_info=True)
 
     def _send_status(self, update: Any, kind: str = "status") -> None:
-        body = status_json(update, kind)
+        body = update_json(update, kind)
         body.update(
             {
                 "call_id": self.id,
@@ -365,6 +362,7 @@ class Call:
             return
         self._closing = True
         self.close_reason = reason
+        started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
@@ -382,3 +380,4 @@ class Call:
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()
+        log.info("call %s closed in %.2f s", self.id, time.monotonic() - started)

@@ -17,6 +17,7 @@ import sys
 from typing import Sequence
 
 from .config import ServerConfig, parse_args
+from .errors import install_log_filter
 from .workers import WorkerGroup, default_workers, die_with_supervisor, supervise
 
 log = logging.getLogger("speech2face.serve")
@@ -52,12 +53,14 @@ async def serve(
     from aiohttp import web
 
     from .app import create_app
+    from .runner import make_runner
 
     app = create_app(config, group=group)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = make_runner(app, header_timeout=config.header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=5.0, reuse_port=group is not None)
     await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.port  # the real one when --port 0
     if group is not None:  # last: the supervisor reads this socket's existence as "ready"
         await web.UnixSite(runner, str(group.socket_path(group.index)), shutdown_timeout=5.0).start()
     stop = stop or asyncio.Event()
@@ -70,13 +73,13 @@ async def serve(
     log.info(
         "serving on http://%s:%d/ (budget %d calls, %d px @ %g fps)",
         config.host,
-        config.port,
+        port,
         config.session_budget,
         config.size,
         config.fps,
     )
-    if group is None:
-        print(f"speech2face: serving on http://{config.host}:{config.port}/", flush=True)
+    if group is None:  # the supervisor says it once for all workers
+        print(f"speech2face: serving on http://{config.host}:{port}/", flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -97,6 +100,7 @@ def _log_setup(config: ServerConfig) -> None:
     )
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
+    install_log_filter()
 
 
 def run(config: ServerConfig, argv: Sequence[str] = ()) -> int:
@@ -116,7 +120,12 @@ def run(config: ServerConfig, argv: Sequence[str] = ()) -> int:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    asyncio.run(serve(config, group=group))
+    from .oneshot import shutdown_workers
+
+    try:
+        asyncio.run(serve(config, group=group))
+    finally:
+        shutdown_workers()
     return 0
 
 

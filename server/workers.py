@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -50,6 +51,7 @@ log = logging.getLogger("speech2face.workers")
 
 WORKER_ENV = "_S2F_WORKER"  # "<run dir>:<index>:<count>", set by the supervisor only
 SUPERVISOR_ENV = "_S2F_SUPERVISOR"  # its pid
+ROOM_SECRET_ENV = "S2F_ROOM_SECRET"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CLIENT_HEADER = "X-Forwarded-For"  # the caller's address, on a request one worker hands another
 START_TIMEOUT = 180.0  # engine load on a busy machine
@@ -183,6 +185,10 @@ class Supervisor:
         create_table(self.run_dir / "admission", workers)
         self._reserved = reserve_port(host, port)
         self.port = self._reserved.getsockname()[1]
+        # rooms must salt faces alike in every worker: a generated secret is made once, here
+        self.room_secret = os.environ.get(ROOM_SECRET_ENV) or secrets.token_hex(32)
+        if not os.environ.get(ROOM_SECRET_ENV):
+            log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self._started_at = [0.0] * workers
         self._fast_deaths = [0] * workers
@@ -196,6 +202,7 @@ class Supervisor:
             **{
                 WORKER_ENV: f"{self.run_dir}:{index}:{self.workers}",
                 SUPERVISOR_ENV: str(os.getpid()),
+                ROOM_SECRET_ENV: self.room_secret,
                 MULTIPROC_ENV: str(self.run_dir / "metrics"),
             },
         )
@@ -215,7 +222,7 @@ class Supervisor:
                 self._spawn(i)
             if not self._wait_ready():
                 return 1
-            print(f"speech2face: serving on http://{self.host}:{self.port}/ ({self.workers} workers)", flush=True)
+            print(f"speech2face: {self.workers} workers serving on http://{self.host}:{self.port}/", flush=True)
             while not self._stopping:
                 time.sleep(0.2)
                 if not self._reap():
