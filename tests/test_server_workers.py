@@ -84,19 +84,20 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.asyncio
-async def test_two_workers_share_port_budget_and_metrics_and_stop_together(speech_wav):
+async def test_two_workers_share_port_budget_and_metrics_and_stop_together(speech_wav, tmp_path):
     use_loopback()
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "server.serve", "--workers", "2", "--port", str(port), "--session-budget", "3"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = (tmp_path / "server.log").open("w+")  # the server's output: printed by pytest if the test fails
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     voice = to_48k(read_wav_16k(speech_wav["female"]))
     callers: list[Caller] = []
     try:
         deadline = time.monotonic() + 180  # two engines load on a busy machine
         while len(seen := await _answering(url, tries=8)) < 2:  # both answer on the one port
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, "the server exited"
             assert time.monotonic() < deadline, f"both workers did not become healthy: {seen}"
             await asyncio.sleep(0.3)
         pids = _worker_pids(proc.pid)
@@ -165,7 +166,7 @@ async def test_two_workers_share_port_budget_and_metrics_and_stop_together(speec
 
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
-        out = proc.stdout.read().decode()
+        out = (tmp_path / "server.log").read_text()
         assert code == 0, out
         assert not any(_alive(p) for p in pids.values()), "a worker outlived the supervisor"
         assert "2 workers serving on" in out and "closing: shutdown" in out, out
@@ -176,6 +177,8 @@ async def test_two_workers_share_port_budget_and_metrics_and_stop_together(speec
             proc.wait()
         for c in callers:
             await c.close()
+        log.close()
+        print((tmp_path / "server.log").read_text()[-6000:])
 
 
 def test_workers_flag_is_validated():
