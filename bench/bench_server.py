@@ -157,8 +157,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ----------------------------------------------------------------------------- workers, encoder
+def _worker_slot(pid: int) -> str | None:
+    """The ``_S2F_WORKER`` slot a supervisor gave this process, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return None
+    slot = env.get(b"_S2F_WORKER")
+    return slot.decode() if slot else None
+
+
 def tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of a process and its children (the supervisor and its workers), by pid."""
+    """CPU seconds of a server, by pid: the process and, under ``--workers``, its worker
+    children. The one-shot worker processes (uploads; they load an engine at start-up and are
+    idle in this bench) are not the calls' cost and are left out."""
     out = {pid: cpu_seconds(pid)}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -166,7 +179,7 @@ def tree_cpu(pid: int) -> dict[int, float]:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 parts = f.read().rsplit(")", 1)[1].split()
-            if int(parts[1]) == pid:
+            if int(parts[1]) == pid and _worker_slot(int(entry)):
                 out[int(entry)] = cpu_seconds(int(entry))
         except (OSError, ValueError, IndexError):  # gone meanwhile
             continue
@@ -216,13 +229,9 @@ async def worker_spread(url: str, supervisor: int) -> dict[str, dict]:
 
     pids = {}
     for pid in tree_cpu(supervisor):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
-            if b"_S2F_WORKER" in env:
-                pids[env[b"_S2F_WORKER"].rsplit(b":", 2)[1].decode()] = pid
-        except OSError:
-            continue
+        slot = _worker_slot(pid)
+        if slot:
+            pids[slot.rsplit(":", 2)[1]] = pid
     seen: dict[str, dict] = {}
     for _ in range(40):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
