@@ -24,9 +24,10 @@ from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
 from .face import N_PARAMS
-from .identity import STATS_PATH, gender_timbre
+from .identity import STATS_PATH
 from .mel import N_MELS
 from .profile import N_FEATURES
+from .traits import TRAITS_PATH, load_traits
 
 BACKENDS = ("onnx", "torch", "tensorrt")
 DECODER_INPUTS = ("embedding", "features", "basis", "center", "code_scale", "override_values", "override_mask")
@@ -65,16 +66,16 @@ class TorchBackend:
 
 # ---------------------------------------------------------------- ONNX export (cached)
 def make_decoder() -> FaceDecoder:
-    direction, mid, spread = gender_timbre()
-    return FaceDecoder(direction, mid, spread).eval()
+    return FaceDecoder(load_traits()).eval()
 
 
 def _code_sha() -> str:
     h = hashlib.sha256()
     for mod in (decoder_mod, face_mod, profile_mod):
         h.update(Path(mod.__file__).read_bytes())
-    if STATS_PATH.exists():
-        h.update(STATS_PATH.read_bytes())
+    for constants in (STATS_PATH, TRAITS_PATH):
+        if constants.exists():
+            h.update(constants.read_bytes())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:16]
 

@@ -22,6 +22,7 @@ from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
 from .identity import IdentityBasis, identity_basis
+from .look import apply_look, check_seed
 from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
@@ -132,10 +133,12 @@ class AvatarPipeline:
         identity: IdentityBasis,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
     ) -> None:
         self._backend = backend
         self._identity = identity
-        self._override_values, self._override_mask = parse_overrides(overrides)
+        self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._vad = StreamingVad()
         self._profile = VoiceProfile()
         self._max_samples = int(max_speech_seconds * SAMPLE_RATE)
@@ -158,8 +161,11 @@ class AvatarPipeline:
     def seconds_heard(self) -> float:
         return self._heard / SAMPLE_RATE
 
-    def set_overrides(self, overrides: Mapping[str, Any] | None) -> Update:
-        self._override_values, self._override_mask = parse_overrides(overrides)
+    def set_overrides(self, overrides: Mapping[str, Any] | None, seed: str | None | bool = False) -> Update:
+        """New user choices (and, unless ``seed`` is False, a new look seed; None = defaults)."""
+        if seed is not False:
+            self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._version += 1
         self.current = self._refine()
         return self.current
@@ -328,9 +334,10 @@ class AvatarEngine:
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
     ) -> AvatarPipeline:
         salt = None if room is None else f"{self._room_secret}\0{room}"
-        return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds)
+        return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds, seed)
 
     def push_many(self, items: Sequence[tuple[AvatarPipeline, np.ndarray]]) -> list[Update | None | Exception]:
         """Push audio into many pipelines with one batched encoder run.
@@ -368,11 +375,12 @@ class AvatarEngine:
         privacy: str = "stable",
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
+        seed: str | None = None,
     ) -> Update:
         """One-shot: the whole clip (or its first ``seconds`` of speech) through one pipeline."""
         limit = MAX_SPEECH_SECONDS if seconds is None else min(float(seconds), MAX_SPEECH_SECONDS)
         if limit <= 0:
             raise ValueError("seconds must be positive")
-        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit)
+        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit, seed=seed)
         pipe.push(pcm16k)
         return pipe.finish()

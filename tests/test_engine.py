@@ -190,12 +190,12 @@ def test_overrides_apply_and_skin_tone_is_never_from_voice(speech_wav, onnx_engi
     female, male = _pcm(speech_wav["female"]), _pcm(speech_wav["male"])
     dark = onnx_engine.analyze(female, overrides={"skin_tone": "deep", "gender_presentation": "masculine"})
     assert dark.params.category("skin_tone") == "deep" and dark.params["femininity"] == pytest.approx(0.1)
-    # the skin tone channel follows the identity projection, not the traits: moving the voice's
-    # F0-driven traits (a female vs a male voice under the same override) leaves it to identity
-    a = onnx_engine.analyze(female, overrides={"gender_presentation": "neutral"})
-    b = onnx_engine.analyze(female, privacy="room", room="x", overrides={"gender_presentation": "neutral"})
-    assert a.params["femininity"] == b.params["femininity"] == pytest.approx(0.5)
-    assert a.params["skin_tone"] != b.params["skin_tone"]
+    # without a choice or a seed, two different voices in any privacy mode wear the same
+    # documented default colours (tests/test_look.py checks this over hundreds of voices)
+    a = onnx_engine.analyze(female)
+    b = onnx_engine.analyze(male, privacy="room", room="x")
+    for k in ("skin_tone", "hair_colour", "eye_colour", "freckles"):
+        assert a.params[k] == b.params[k]
     with pytest.raises(ValueError, match="skin_tone must be one of"):
         onnx_engine.analyze(male, overrides={"skin_tone": "green"})
 
