@@ -12,260 +12,22 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from . import ice, vp8
-from .admission import Admission, Full
-from .batcher import ModelBatcher
-from .call import CONFIDENT_SECONDS, Call, CallOptions
-from .config import PRIVACY_MODES, SIZES, ServerConfig
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .call import Call
+from .config import SIZES, ServerConfig
+from .errors import HttpError, json_error
+from .metrics import CONTENT_TYPE_LATEST
+from .offer import MAX_SDP_CHARS
+from .state import CLIENT, STATE, ServerState
 
 log = logging.getLogger("speech2face.server")
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
-MAX_SDP_CHARS = 64 * 1024
-MAX_ROOM_CHARS = 64
-
-# typed application keys (aiohttp ≥ 3.9)
-STATE = web.AppKey("s2f_state", "ServerState")
-CLIENT = web.AppKey("s2f_client_dir", Path)
-
-
-class BadRequest(Exception):
-    """A client error whose message goes back verbatim as ``{"error": ...}``."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def json_error(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-class ServerState:
-    """Everything process-wide: the engine, executors, admission and the live calls."""
-
-    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
-        self.config = config
-        self.engine = engine
-        self.renderer_factory = renderer_factory
-        self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
-        # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
-        self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
-        self.admission = Admission(config.session_budget)
-        self.metrics = Metrics()
-        self.metrics.session_budget.set(config.session_budget)
-        self.metrics.bind_fps(self.mean_fps)
-        self.calls: dict[str, Call] = {}
-        self.started_at = time.time()
-        self.engine_error: str | None = None
-        self.lag_task: asyncio.Task | None = None
-        self.batcher: ModelBatcher | None = None
-        self._trim_handle: asyncio.TimerHandle | None = None
-
-    async def watch_loop_lag(self, period: float = 0.25) -> None:
-        """A stalled loop delays every call's frames and audio at once: measure it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(period)
-            self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
-
-    def mean_fps(self) -> float:
-        live = [c.fps for c in self.calls.values() if c.connected_at is not None]
-        return sum(live) / len(live) if live else 0.0
-
-    async def load_engine(self) -> None:
-        if self.engine is None:
-            from engines.pipeline import AvatarEngine
-
-            loop = asyncio.get_running_loop()
-            self.engine = await loop.run_in_executor(
-                self.model_executor,
-                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
-            )
-        if self.renderer_factory is None:
-            from engines.render import AvatarRenderer
-
-            self.renderer_factory = lambda size: AvatarRenderer(size=size)
-        self.batcher = ModelBatcher(self.engine, self.model_executor)
-        self.batcher.start()
-
-    def call_closed(self, call: Call) -> None:
-        if self.calls.pop(call.id, None) is not None:
-            self.admission.release(call.id)
-            self.metrics.live_sessions.set(len(self.calls))
-            self._schedule_trim()
-
-    def _schedule_trim(self) -> None:
-        """Give freed heap back to the OS a moment after calls end.
-
-        Every call's codec threads allocate from their own glibc arenas; without a trim the
-        process keeps its peak RSS forever, which looks exactly like a leak to an operator.
-        Debounced so a wave of hang-ups costs one trim.
-        """
-        if self._trim_handle is not None or _malloc_trim is None:
-            return
-        loop = asyncio.get_running_loop()
-
-        def run() -> None:
-            self._trim_handle = None
-            loop.run_in_executor(self.render_executor, _malloc_trim, 0)
-
-        self._trim_handle = loop.call_later(1.0, run)
-
-    async def close_all(self, reason: str = "shutdown") -> None:
-        calls = list(self.calls.values())
-        if calls:
-            await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
-
-    # --- signalling shared by POST /offer and the websocket ---
-    async def answer(self, body: Any) -> dict:
-        options, offer = parse_offer(body, self.config)
-        if self.engine is None or self.renderer_factory is None:
-            raise BadRequest("engine is still loading", status=503)
-        placeholder = "pending-" + os.urandom(6).hex()
-        try:
-            self.admission.acquire(placeholder)
-        except Full as exc:
-            self.metrics.rejected_sessions.inc()
-            raise BadRequest(str(exc), status=503) from exc
-        call: Call | None = None
-        pc: RTCPeerConnection | None = None
-        try:
-            loop = asyncio.get_running_loop()
-            renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
-            pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
-            call = Call(
-                pc,
-                self.config,
-                options,
-                self.engine,
-                self.batcher,
-                self.model_executor,
-                self.metrics,
-                renderer,
-                self.renderer_factory,
-                self.render_executor,
-                on_closed=self.call_closed,
-            )
-            self.admission.release(placeholder)
-            self.admission.acquire(call.id)  # cannot fail: we just freed a slot
-            self.calls[call.id] = call
-            self.metrics.live_sessions.set(len(self.calls))
-            self.metrics.sessions_total.inc()
-            try:
-                await pc.setRemoteDescription(offer)
-            except Exception as exc:  # aiortc raises assorted types on bad SDP
-                raise BadRequest(f"malformed SDP: {exc or type(exc).__name__}") from exc
-            kinds = {t.kind for t in pc.getTransceivers()}
-            if "audio" not in kinds:
-                raise BadRequest("the offer has no audio (microphone) track")
-            if "video" not in kinds:
-                raise BadRequest("the offer does not receive video (add a recvonly video transceiver)")
-            pc.addTrack(call.video)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-            return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "call_id": call.id}
-        except BaseException:
-            self.admission.release(placeholder)
-            if call is not None:
-                await call.close("offer_failed")
-            elif pc is not None:
-                await pc.close()
-            raise
-
-    def options_json(self) -> dict:
-        ice_servers = (
-            []
-            if self.config.is_loopback
-            else [
-                {
-                    "urls": s.urls,
-                    **({"username": s.username} if s.username else {}),
-                    **({"credential": s.credential} if s.credential else {}),
-                }
-                for s in self.config.ice_servers
-            ]
-        )
-        return {
-            "sizes": list(SIZES),
-            "privacy_modes": list(PRIVACY_MODES),
-            "default_size": self.config.size,
-            "default_privacy": self.config.privacy,
-            "fps": self.config.fps,
-            "skin_tones": _skin_tones(),
-            "ice_servers": ice_servers,
-            "confident_seconds": CONFIDENT_SECONDS,
-        }
-
-
-def _load_malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_malloc_trim = _load_malloc_trim()
-
-
-def _skin_tones() -> list[str]:
-    from engines.face import SKIN_TONES
-
-    return list(SKIN_TONES)
-
-
-def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessionDescription]:
-    if not isinstance(body, dict):
-        raise BadRequest("expected a JSON object {sdp, type}")
-    sdp, kind = body.get("sdp"), body.get("type")
-    if kind != "offer":
-        raise BadRequest('"type" must be "offer"')
-    if not isinstance(sdp, str) or not sdp.strip():
-        raise BadRequest('"sdp" must be a non-empty string')
-    if len(sdp) > MAX_SDP_CHARS:
-        raise BadRequest("SDP too large", status=413)
-    if not sdp.lstrip().startswith("v=0"):
-        raise BadRequest("malformed SDP: it must start with v=0")
-    privacy = body.get("privacy") or config.privacy
-    if privacy not in PRIVACY_MODES:
-        raise BadRequest(f'"privacy" must be one of {list(PRIVACY_MODES)}')
-    room = body.get("room")
-    if room is not None and (not isinstance(room, str) or not 0 < len(room) <= MAX_ROOM_CHARS):
-        raise BadRequest(f'"room" must be a string of 1..{MAX_ROOM_CHARS} characters')
-    if privacy == "room" and not room:
-        raise BadRequest('privacy "room" needs a "room" name')
-    skin = body.get("skin_tone")
-    if skin in ("", "auto"):
-        skin = None
-    if skin is not None and skin not in _skin_tones():
-        raise BadRequest(f'"skin_tone" must be one of {_skin_tones()} or "auto"')
-    size = body.get("size", config.size)
-    try:
-        size = int(size)
-    except (TypeError, ValueError):
-        raise BadRequest(f'"size" must be one of {list(SIZES)}') from None
-    if size not in SIZES:
-        raise BadRequest(f'"size" must be one of {list(SIZES)}')
-    frame_events = body.get("frame_events", False)
-    if not isinstance(frame_events, bool):
-        raise BadRequest('"frame_events" must be true or false')
-    if config.is_loopback:
-        sdp = ice.keep_loopback_candidates(sdp)
-    return (
-        CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size, frame_events=frame_events),
-        RTCSessionDescription(sdp=sdp, type="offer"),
-    )
 
 
 # --- handlers ---
@@ -277,9 +39,8 @@ async def offer(request: web.Request) -> web.Response:
         return json_error("body is not valid JSON", 400)
     try:
         return web.json_response(await state.answer(body))
-    except BadRequest as exc:
-        headers = {"Retry-After": str(state.config.retry_after)} if exc.status == 503 else None
-        return json_error(str(exc), exc.status, headers)
+    except HttpError as exc:
+        return json_error(str(exc), exc.status, exc.headers)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -303,10 +64,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     reply = await state.answer(body)
                     mine.append(state.calls[reply["call_id"]])
                     await ws.send_json(reply)
-                except BadRequest as exc:
-                    err = {"type": "error", "status": exc.status, "error": str(exc)}
-                    if exc.status == 503:
-                        err["retry_after"] = state.config.retry_after
+                except HttpError as exc:
+                    err: dict[str, Any] = {"type": "error", "status": exc.status, "error": str(exc)}
+                    if exc.headers and "Retry-After" in exc.headers:
+                        err["retry_after"] = int(exc.headers["Retry-After"])
                     await ws.send_json(err)
             elif kind == "bye":
                 for call in mine:

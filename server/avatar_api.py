@@ -13,6 +13,8 @@ import asyncio
 from aiohttp import BodyPartReader, web
 
 from .config import SIZES
+from .errors import HttpError, json_error
+from .state import STATE
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json"}
 _MIME_TO_FORMAT = {
@@ -25,19 +27,13 @@ _MIME_TO_FORMAT = {
 }
 
 
-class UploadError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def choose_format(request: web.Request) -> str:
     """``?format=`` wins; else the first acceptable type in ``Accept`` (by q); default PNG."""
     fmt = request.query.get("format")
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:
-            raise UploadError(f"format must be one of {sorted(FORMATS)}", 400)
+            raise HttpError(f"format must be one of {sorted(FORMATS)}", 400)
         return fmt
     accept = request.headers.get("Accept", "")
     if not accept.strip():
@@ -55,7 +51,7 @@ def choose_format(request: web.Request) -> str:
         if parts[0].lower() in _MIME_TO_FORMAT and q > 0:
             choices.append((-q, i, _MIME_TO_FORMAT[parts[0].lower()]))
     if not choices:
-        raise UploadError("cannot produce any type in Accept; use image/png, image/svg+xml or application/json", 406)
+        raise HttpError("cannot produce any type in Accept; use image/png, image/svg+xml or application/json", 406)
     return min(choices)[2]
 
 
@@ -67,14 +63,14 @@ async def _read_capped(stream, cap: int) -> bytes:
             break
         total += len(chunk)
         if total > cap:
-            raise UploadError(f"upload larger than {cap} bytes", 413)
+            raise HttpError(f"upload larger than {cap} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def read_audio_body(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
-        raise UploadError(f"upload larger than {cap} bytes", 413)
+        raise HttpError(f"upload larger than {cap} bytes", 413)
     ctype = request.content_type or ""
     # `curl --data-binary @clip.wav` labels raw audio as a urlencoded form: take any
     # non-multipart body as the audio itself and let the decoder say if it is not audio
@@ -87,16 +83,15 @@ async def read_audio_body(request: web.Request, cap: int) -> bytes:
                     return await _read_capped(part, cap)
                 await part.release()
                 part = await reader.next()
-        except UploadError:
+        except HttpError:
             raise
         except (ValueError, AssertionError, RuntimeError) as exc:
-            raise UploadError(f"malformed multipart body: {exc}") from exc
-        raise UploadError('multipart body has no file part (send the audio as field "audio")')
+            raise HttpError(f"malformed multipart body: {exc}") from exc
+        raise HttpError('multipart body has no file part (send the audio as field "audio")')
     return await _read_capped(request.content, cap)
 
 
 async def avatar(request: web.Request) -> web.Response:
-    from .app import STATE, json_error
     from .call import status_json
 
     state = request.app[STATE]
@@ -107,19 +102,19 @@ async def avatar(request: web.Request) -> web.Response:
         try:
             size = int(request.query.get("size", cfg.size))
         except ValueError:
-            raise UploadError(f"size must be one of {list(SIZES)}") from None
+            raise HttpError(f"size must be one of {list(SIZES)}") from None
         if size not in SIZES:
-            raise UploadError(f"size must be one of {list(SIZES)}")
+            raise HttpError(f"size must be one of {list(SIZES)}")
         tone = request.query.get("skin_tone")
         from engines.face import SKIN_TONES
 
         if tone not in (None, "", "auto") and tone not in SKIN_TONES:
-            raise UploadError(f"skin_tone must be one of {list(SKIN_TONES)} or auto")
+            raise HttpError(f"skin_tone must be one of {list(SKIN_TONES)} or auto")
         if state.engine is None:
-            raise UploadError("engine is still loading", 503)
+            raise HttpError("engine is still loading", 503, state.retry_headers())
         data = await read_audio_body(request, cfg.max_upload_bytes)
         if not data:
-            raise UploadError('empty body: send an audio file (raw body or multipart field "audio")')
+            raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
         overrides = {"skin_tone": tone} if tone not in (None, "", "auto") else None
         loop = asyncio.get_running_loop()
         update = await loop.run_in_executor(state.model_executor, _analyse, state.engine, data, cfg.max_upload_seconds, overrides)
@@ -137,9 +132,9 @@ async def avatar(request: web.Request) -> web.Response:
         svg = await loop.run_in_executor(state.model_executor, render_svg, params, size)
         outcome = "ok"
         return web.Response(text=svg, content_type="image/svg+xml")
-    except UploadError as exc:
+    except HttpError as exc:
         outcome = "rejected"
-        return json_error(str(exc), exc.status)
+        return json_error(str(exc), exc.status, exc.headers)
     finally:
         state.metrics.avatar_requests.labels(outcome=outcome).inc()
 
@@ -150,15 +145,15 @@ def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = N
     try:
         decoded = decode_audio(data, max_seconds=max_seconds)
     except AudioError as exc:
-        raise UploadError(str(exc), 415) from exc
+        raise HttpError(str(exc), 415) from exc
     except Exception as exc:  # FFmpeg can fail in ways the decoder does not wrap
-        raise UploadError(f"cannot decode the audio: {type(exc).__name__}", 415) from exc
+        raise HttpError(f"cannot decode the audio: {type(exc).__name__}", 415) from exc
     if getattr(decoded, "truncated_at_cap", False):
-        raise UploadError(f"audio longer than the {max_seconds:g} s limit", 413)
+        raise HttpError(f"audio longer than the {max_seconds:g} s limit", 413)
     pcm = getattr(decoded, "pcm", decoded)
     if len(pcm) == 0:
-        raise UploadError("the audio is empty", 400)
+        raise HttpError("the audio is empty", 400)
     try:
         return engine.analyze(pcm, overrides=overrides) if overrides else engine.analyze(pcm)
     except ValueError as exc:  # e.g. no speech found: the engine's message is for the user
-        raise UploadError(str(exc), 422) from exc
+        raise HttpError(str(exc), 422) from exc

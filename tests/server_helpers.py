@@ -242,7 +242,8 @@ async def start_app(app) -> tuple[Any, str]:
 @contextlib.asynccontextmanager
 async def serving(engine: Any, config: Any) -> AsyncIterator[tuple[str, Any]]:
     """The real server app on 127.0.0.1 (loopback ICE only), yielding (base_url, state)."""
-    from server.app import STATE, create_app
+    from server.app import create_app
+    from server.state import STATE
 
     use_loopback()
     app = create_app(config, engine=engine)

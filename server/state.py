@@ -1,0 +1,210 @@
+"""Process-wide server state: the engine, the executors, admission and the live calls.
+
+It lives apart from the HTTP handlers so every handler module (signalling, REST, rooms,
+assistants) imports it from here rather than from ``app`` (which imports them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+from aiortc import RTCPeerConnection
+
+from . import ice
+from .admission import Admission, Full
+from .batcher import ModelBatcher
+from .call import CONFIDENT_SECONDS, Call
+from .config import PRIVACY_MODES, SIZES, ServerConfig
+from .errors import HttpError
+from .metrics import Metrics
+from .offer import parse_offer
+
+# typed application keys (aiohttp ≥ 3.9)
+STATE = web.AppKey("s2f_state", "ServerState")
+CLIENT = web.AppKey("s2f_client_dir", Path)
+
+
+class ServerState:
+    """Everything process-wide: the engine, executors, admission and the live calls."""
+
+    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.renderer_factory = renderer_factory
+        self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
+        # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
+        self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
+        self.admission = Admission(config.session_budget)
+        self.metrics = Metrics()
+        self.metrics.session_budget.set(config.session_budget)
+        self.metrics.bind_fps(self.mean_fps)
+        self.calls: dict[str, Call] = {}
+        self.started_at = time.time()
+        self.engine_error: str | None = None
+        self.lag_task: asyncio.Task | None = None
+        self.batcher: ModelBatcher | None = None
+        self._trim_handle: asyncio.TimerHandle | None = None
+
+    async def watch_loop_lag(self, period: float = 0.25) -> None:
+        """A stalled loop delays every call's frames and audio at once: measure it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+
+    def retry_headers(self) -> dict[str, str]:
+        """What a 503 sends: when to try again."""
+        return {"Retry-After": str(self.config.retry_after)}
+
+    def mean_fps(self) -> float:
+        live = [c.fps for c in self.calls.values() if c.connected_at is not None]
+        return sum(live) / len(live) if live else 0.0
+
+    async def load_engine(self) -> None:
+        if self.engine is None:
+            from engines.pipeline import AvatarEngine
+
+            loop = asyncio.get_running_loop()
+            self.engine = await loop.run_in_executor(
+                self.model_executor,
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+            )
+        if self.renderer_factory is None:
+            from engines.render import AvatarRenderer
+
+            self.renderer_factory = lambda size: AvatarRenderer(size=size)
+        self.batcher = ModelBatcher(self.engine, self.model_executor)
+        self.batcher.start()
+
+    def call_closed(self, call: Call) -> None:
+        if self.calls.pop(call.id, None) is not None:
+            self.admission.release(call.id)
+            self.metrics.live_sessions.set(len(self.calls))
+            self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        """Give freed heap back to the OS a moment after calls end.
+
+        Every call's codec threads allocate from their own glibc arenas; without a trim the
+        process keeps its peak RSS forever, which looks exactly like a leak to an operator.
+        Debounced so a wave of hang-ups costs one trim.
+        """
+        if self._trim_handle is not None or _malloc_trim is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            self._trim_handle = None
+            loop.run_in_executor(self.render_executor, _malloc_trim, 0)
+
+        self._trim_handle = loop.call_later(1.0, run)
+
+    async def close_all(self, reason: str = "shutdown") -> None:
+        calls = list(self.calls.values())
+        if calls:
+            await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+
+    # --- signalling shared by POST /offer and the websocket ---
+    async def answer(self, body: Any) -> dict:
+        options, offer = parse_offer(body, self.config)
+        if self.engine is None or self.renderer_factory is None:
+            raise HttpError("engine is still loading", 503, self.retry_headers())
+        placeholder = "pending-" + os.urandom(6).hex()
+        try:
+            self.admission.acquire(placeholder)
+        except Full as exc:
+            self.metrics.rejected_sessions.inc()
+            raise HttpError(str(exc), 503, self.retry_headers()) from exc
+        call: Call | None = None
+        pc: RTCPeerConnection | None = None
+        try:
+            loop = asyncio.get_running_loop()
+            renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
+            pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
+            call = Call(
+                pc,
+                self.config,
+                options,
+                self.engine,
+                self.batcher,
+                self.model_executor,
+                self.metrics,
+                renderer,
+                self.renderer_factory,
+                self.render_executor,
+                on_closed=self.call_closed,
+            )
+            self.admission.release(placeholder)
+            self.admission.acquire(call.id)  # cannot fail: we just freed a slot
+            self.calls[call.id] = call
+            self.metrics.live_sessions.set(len(self.calls))
+            self.metrics.sessions_total.inc()
+            try:
+                await pc.setRemoteDescription(offer)
+            except Exception as exc:  # aiortc raises assorted types on bad SDP
+                raise HttpError(f"malformed SDP: {exc or type(exc).__name__}") from exc
+            kinds = {t.kind for t in pc.getTransceivers()}
+            if "audio" not in kinds:
+                raise HttpError("the offer has no audio (microphone) track")
+            if "video" not in kinds:
+                raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
+            pc.addTrack(call.video)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "call_id": call.id}
+        except BaseException:
+            self.admission.release(placeholder)
+            if call is not None:
+                await call.close("offer_failed")
+            elif pc is not None:
+                await pc.close()
+            raise
+
+    def options_json(self) -> dict:
+        ice_servers = (
+            []
+            if self.config.is_loopback
+            else [
+                {
+                    "urls": s.urls,
+                    **({"username": s.username} if s.username else {}),
+                    **({"credential": s.credential} if s.credential else {}),
+                }
+                for s in self.config.ice_servers
+            ]
+        )
+        return {
+            "sizes": list(SIZES),
+            "privacy_modes": list(PRIVACY_MODES),
+            "default_size": self.config.size,
+            "default_privacy": self.config.privacy,
+            "fps": self.config.fps,
+            "skin_tones": _skin_tones(),
+            "ice_servers": ice_servers,
+            "confident_seconds": CONFIDENT_SECONDS,
+        }
+
+
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def _skin_tones() -> list[str]:
+    from engines.face import SKIN_TONES
+
+    return list(SKIN_TONES)
