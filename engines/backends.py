@@ -20,6 +20,7 @@ import torch
 from . import decoder as decoder_mod
 from . import face as face_mod
 from . import profile as profile_mod
+from . import traits as traits_mod
 from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
@@ -71,7 +72,7 @@ def make_decoder() -> FaceDecoder:
 
 def _code_sha() -> str:
     h = hashlib.sha256()
-    for mod in (decoder_mod, face_mod, profile_mod):
+    for mod in (decoder_mod, face_mod, profile_mod, traits_mod):
         h.update(Path(mod.__file__).read_bytes())
     for constants in (STATS_PATH, TRAITS_PATH):
         if constants.exists():

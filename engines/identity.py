@@ -99,12 +99,20 @@ def measure_stats(embeddings: np.ndarray, speakers: list[str]) -> tuple[np.ndarr
     means = np.stack([embeddings[spk == s].mean(0) for s in ids])
     resid = np.concatenate([embeddings[spk == s] - m for s, m in zip(ids, means)])
     within = resid.T @ resid / max(1, len(resid) - len(ids))
+    if WITHIN_SHRINK >= 1.0:  # plain principal axes of the speaker means
+        within = np.eye(len(within)) * np.trace(within) / len(within)
     within = (1 - WITHIN_SHRINK) * within + WITHIN_SHRINK * np.trace(within) / len(within) * np.eye(len(within))
     evals, evecs = np.linalg.eigh(within)
     whiten = evecs @ np.diag(evals**-0.5) @ evecs.T
     between = (means - center) @ whiten
     _, _, vt = np.linalg.svd(between, full_matrices=False)
-    basis = whiten @ vt[:N_CODES].T  # (256, K): project, then read the principal axis
+    axes = vt[: min(N_CODES, len(ids) - 1)].T
+    if axes.shape[1] < N_CODES:  # fewer speakers than channels: fill up with fixed random axes
+        extra = _orthonormal(STABLE_SEED)
+        extra -= axes @ (axes.T @ extra)
+        q, _ = np.linalg.qr(extra)
+        axes = np.concatenate([axes, q[:, : N_CODES - axes.shape[1]]], axis=1)
+    basis = whiten @ axes  # (256, K): project, then read the principal axis
     basis /= np.linalg.norm(basis, axis=0, keepdims=True)
     basis *= np.where(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])] < 0, -1.0, 1.0)[None, :]  # fixed signs
     scale = ((embeddings - center) @ basis).std(axis=0) + 1e-6

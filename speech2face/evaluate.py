@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.audio import AudioError, decode_audio
-from engines.pipeline import AvatarEngine, Update
+from engines.pipeline import MIN_FACE_SECONDS, AvatarEngine, Update
 
 CHECKPOINTS = (1.0, 2.0, 3.0, 6.0)
 KEYS = tuple(f"{c:g}" for c in CHECKPOINTS) + ("full",)
@@ -114,10 +114,14 @@ def load_clips(manifests: list[Path], engine: AvatarEngine, progress=print) -> l
             continue
         mid = len(pcm) // 2
         halves = (analyse_clip(engine, pcm[:mid])["full"], analyse_clip(engine, pcm[mid:])["full"])
+        at = analyse_clip(engine, pcm)
+        if any(u.embedding is None for u in (*halves, at["full"])):
+            progress(f"  skipped: under {2 * MIN_FACE_SECONDS:g} s of speech")
+            continue
+        at = {k: u for k, u in at.items() if u.embedding is not None}
         age = row.get("age") or row.get("age_if_known") or ""
         results.append(
-            ClipResult(row["file"], row["speaker_id"], _source(row), _gender_label(row["gender"]), _age_band(age),
-                       analyse_clip(engine, pcm), halves)
+            ClipResult(row["file"], row["speaker_id"], _source(row), _gender_label(row["gender"]), _age_band(age), at, halves)
         )
     return results
 
@@ -141,8 +145,12 @@ def _features(u: Update) -> np.ndarray:
 
 def as_shipped(r: ClipResult) -> Decoded:
     full = r.at["full"]
-    return Decoded({k: u.p_female for k, u in r.at.items()}, full.age_probs["child"], full.age_label,
-                   (r.halves[0].params.vector, r.halves[1].params.vector))
+    return Decoded(
+        {k: u.p_female for k, u in r.at.items()},
+        full.age_probs["child"],
+        full.age_label,
+        (r.halves[0].params.vector, r.halves[1].params.vector),
+    )
 
 
 def decode_with(results: list[ClipResult], traits, identity) -> list[Decoded]:
@@ -154,16 +162,26 @@ def decode_with(results: list[ClipResult], traits, identity) -> list[Decoded]:
     from engines.look import apply_look
 
     dec = FaceDecoder(traits).eval()
-    values, mask = apply_look(np.zeros(decoder_example_inputs()["override_values"].shape[1], np.float32),
-                              np.zeros(decoder_example_inputs()["override_mask"].shape[1], np.float32), None)
-    updates = [(i, k, u) for i, r in enumerate(results) for k, u in list(r.at.items()) + [("h0", r.halves[0]), ("h1", r.halves[1])]]
+    values, mask = apply_look(
+        np.zeros(decoder_example_inputs()["override_values"].shape[1], np.float32),
+        np.zeros(decoder_example_inputs()["override_mask"].shape[1], np.float32),
+        None,
+    )
+    updates = [
+        (i, k, u) for i, r in enumerate(results) for k, u in list(r.at.items()) + [("h0", r.halves[0]), ("h1", r.halves[1])]
+    ]
     emb = torch.as_tensor(np.stack([u.embedding for _, _, u in updates]))
     feats = torch.as_tensor(np.stack([_features(u) for _, _, u in updates]))
     n = len(updates)
     with torch.no_grad():
         params, p_female, age_probs, _ = dec(
-            emb, feats, torch.as_tensor(identity.basis), torch.as_tensor(identity.center), torch.as_tensor(identity.code_scale),
-            torch.as_tensor(np.tile(values, (n, 1))), torch.as_tensor(np.tile(mask, (n, 1))),
+            emb,
+            feats,
+            torch.as_tensor(identity.basis),
+            torch.as_tensor(identity.center),
+            torch.as_tensor(identity.code_scale),
+            torch.as_tensor(np.tile(values, (n, 1))),
+            torch.as_tensor(np.tile(mask, (n, 1))),
         )
     out = [Decoded({}, 0.0, "adult", (np.zeros(0), np.zeros(0))) for _ in results]
     halves: dict[int, dict[str, np.ndarray]] = {}
@@ -238,7 +256,7 @@ def score(results: list[ClipResult], decoded: list[Decoded]) -> dict:
         "neutral": int(sum(abs(d.p_female["full"] - 0.5) <= NEUTRAL_BAND for _, d in kids)),
         "rows": [(r.file, round(d.p_child, 3), round(d.p_female["full"], 3)) for r, d in kids],
     }
-    adult_rows = [(r, d) for r, d in zip(results, decoded) if r.age_band != "child"]
+    adult_rows = [(r, d) for r, d in adults]  # trusted adults only: an unlabelled high voice may be a child
     rep["adults_as_child"] = int(sum(d.age_label == "child" for _, d in adult_rows))
     rep["n_adults_aged"] = len(adult_rows)
     rep["retrieval"] = _retrieval(results, decoded)
@@ -293,11 +311,36 @@ def run_eval(manifests: list[Path], out_dir: Path, backend: str = "onnx", cv: bo
     elif cv:
         progress(f"cross-validation skipped: needs labelled speech from ≥ 3 sources, got {n_sources}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(insample, crossval, out_dir / "gender_vs_seconds.png")
     text = report_markdown(results, insample, crossval, manifests, time.monotonic() - started)
     (out_dir / "report.md").write_text(text)
     print(text)
     progress(f"report written to {out_dir / 'report.md'}")
     return 0
+
+
+def _plot(ins: dict, cv: dict | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(ins["gender"])
+    xs = [8.0 if k == "full" else float(k) for k in keys]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    if cv:
+        ax.plot(xs, [cv["gender"].get(k, {}).get("ours", np.nan) for k in keys], "o-", label="speech2face, cross-validated")
+    ax.plot(xs, [ins["gender"][k]["ours"] for k in keys], "o:", alpha=0.6, label="speech2face, in-sample")
+    ax.plot(xs, [ins["gender"][k]["f0_threshold"] for k in keys], "s--", label="median F0 > 165 Hz")
+    ax.set_xticks(xs, [k if k == "full" else f"{k} s" for k in keys])
+    ax.set_ylim(0.5, 1.01)
+    ax.set_xlabel("speech heard")
+    ax.set_ylabel("gender agreement")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _pct(x: float | None) -> str:
@@ -321,32 +364,46 @@ def report_markdown(results: list[ClipResult], ins: dict, cv: dict | None, manif
     for k, g in ins["gender"].items():
         c = cvg.get(k, {})
         label = "full clip" if k == "full" else f"{k} s"
-        lines.append(f"| gender, {label} | {g['n']} clips / {g['speakers']} speakers | {_pct(c.get('ours'))} "
-                     f"| {_pct(g['ours'])} | {_pct(g['f0_threshold'])} |")
+        lines.append(
+            f"| gender, {label} | {g['n']} clips / {g['speakers']} speakers | {_pct(c.get('ours'))} "
+            f"| {_pct(g['ours'])} | {_pct(g['f0_threshold'])} |"
+        )
     for k in ("3", "full"):
         if k in ins["gender"]:
             c = cvg.get(k, {})
-            lines.append(f"| confidently wrong (p true < {CONFIDENTLY_WRONG}), {k if k == 'full' else k + ' s'} "
-                         f"| {ins['gender'][k]['n']} | {c.get('confidently_wrong', '—')} | {ins['gender'][k]['confidently_wrong']} | — |")
+            lines.append(
+                f"| confidently wrong (p true < {CONFIDENTLY_WRONG}), {k if k == 'full' else k + ' s'} "
+                f"| {ins['gender'][k]['n']} | {c.get('confidently_wrong', '—')} | {ins['gender'][k]['confidently_wrong']} | — |"
+            )
     ch, cch = ins["children"], (cv or {}).get("children", {})
     if ch["n"]:
-        lines.append(f"| children shown as children | {ch['n']} | {cch.get('as_child', '—')} of {ch['n']} "
-                     f"| {ch['as_child']} of {ch['n']} | — |")
-        lines.append(f"| children with a neutral presentation | {ch['n']} | {cch.get('neutral', '—')} of {ch['n']} "
-                     f"| {ch['neutral']} of {ch['n']} | — |")
-    lines.append(f"| adults shown as children | {ins['n_adults_aged']} | {(cv or {}).get('adults_as_child', '—')} "
-                 f"| {ins['adults_as_child']} | — |")
+        lines.append(
+            f"| children shown as children | {ch['n']} | {cch.get('as_child', '—')} of {ch['n']} "
+            f"| {ch['as_child']} of {ch['n']} | — |"
+        )
+        lines.append(
+            f"| children with a neutral presentation | {ch['n']} | {cch.get('neutral', '—')} of {ch['n']} "
+            f"| {ch['neutral']} of {ch['n']} | — |"
+        )
+    lines.append(
+        f"| labelled adults shown as children | {ins['n_adults_aged']} | {(cv or {}).get('adults_as_child', '—')} "
+        f"| {ins['adults_as_child']} | — |"
+    )
     r, cr = ins["retrieval"], (cv or {}).get("retrieval", {})
     if r:
-        lines.append(f"| same-speaker retrieval, face vector, top-1 (first half → second halves) | {r['speakers']} speakers "
-                     f"| {_pct(cr.get('top1'))} | {_pct(r['top1'])} | — |")
-        lines.append(f"| face distance, first half ↔ second half / different speakers | {r['queries']} "
-                     f"| {cr.get('half_distance_same', float('nan')):.3f} / {cr.get('distance_different', float('nan')):.3f} "
-                     f"| {r['half_distance_same']:.3f} / {r['distance_different']:.3f} | — |")
+        lines.append(
+            f"| same-speaker retrieval, face vector, top-1 (first half → second halves) | {r['speakers']} speakers "
+            f"| {_pct(cr.get('top1'))} | {_pct(r['top1'])} | — |"
+        )
+        lines.append(
+            f"| face distance, first half ↔ second half / different speakers | {r['queries']} "
+            f"| {cr.get('half_distance_same', float('nan')):.3f} / {cr.get('distance_different', float('nan')):.3f} "
+            f"| {r['half_distance_same']:.3f} / {r['distance_different']:.3f} | — |"
+        )
     errs = (cv or ins)["gender"].get("full", {}).get("errors", [])
     if errs:
         lines += ["", ("Cross-validated" if cv else "In-sample") + " disagreements (full clip): " + ", ".join(errs)]
     if ch["n"]:
         lines += ["", "Children (in-sample p_child, p_female): " + ", ".join(f"{f} ({a}, {b})" for f, a, b in ch["rows"])]
-    lines.append("")
+    lines += ["", "![gender vs seconds](gender_vs_seconds.png)", ""]
     return "\n".join(lines)
