@@ -69,7 +69,8 @@ def fit_probe(embeddings: np.ndarray, female: np.ndarray, speakers: list[str]) -
     mf, mm = means[lab].mean(0), means[~lab].mean(0)
     resid = np.concatenate([means[lab] - mf, means[~lab] - mm])
     cov = resid.T @ resid / max(1, len(resid) - 2)
-    cov = (1 - PROBE_SHRINK) * cov + PROBE_SHRINK * np.trace(cov) / len(cov) * np.eye(len(cov))
+    ridge = max(np.trace(cov) / len(cov), 1e-8)  # few speakers: the pooled covariance may be zero
+    cov = (1 - PROBE_SHRINK) * cov + PROBE_SHRINK * ridge * np.eye(len(cov))
     d = np.linalg.solve(cov, mf - mm)
     d /= np.linalg.norm(d)
     proj_f, proj_m = means[lab] @ d, means[~lab] @ d
@@ -125,7 +126,10 @@ def fit_gender(
         ev = evidence_weight(feats).numpy()
         for s in sorted(set(speakers)):
             keep = spk_full != s
-            p_s, m_s, sd_s = fit_probe(full_embeddings[keep], full_female[keep], list(spk_full[keep]))
+            try:
+                p_s, m_s, sd_s = fit_probe(full_embeddings[keep], full_female[keep], list(spk_full[keep]))
+            except ValueError:  # without this speaker one label has nobody left: use the full probe
+                p_s, m_s, sd_s = probe, mid, spread
             idx = np.array([i for i, x in enumerate(speakers) if x == s])
             c = gender_cues(emb[idx], feats[idx], torch.as_tensor(p_s), torch.tensor(m_s), torch.tensor(sd_s))
             cues[idx] = c.numpy()

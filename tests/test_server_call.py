@@ -147,8 +147,10 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
         assert abs(caller.result.status[0]["params"]["hair_colour"] - first["hair_colour"]) < 1e-6
         caller.channel.send('{"type": "configure", "seed": "second look"}')
         assert await wait_for(
-            lambda: abs(caller.result.status[-1]["params"]["eye_colour"] - second["eye_colour"]) < 1e-6
-            and abs(caller.result.status[-1]["params"]["hair_colour"] - second["hair_colour"]) < 1e-6,
+            lambda: (
+                abs(caller.result.status[-1]["params"]["eye_colour"] - second["eye_colour"]) < 1e-6
+                and abs(caller.result.status[-1]["params"]["hair_colour"] - second["hair_colour"]) < 1e-6
+            ),
             5.0,
         )
         assert abs(caller.result.status[-1]["params"]["skin_tone"] - light) < 1e-6  # the choice stays
