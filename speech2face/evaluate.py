@@ -157,16 +157,12 @@ def decode_with(results: list[ClipResult], traits, identity) -> list[Decoded]:
     """Re-run the face decoder (torch, the graph that is exported) with other constants."""
     import torch
 
-    from engines.backends import decoder_example_inputs
     from engines.decoder import AGE_BANDS, FaceDecoder
+    from engines.face import N_PARAMS
     from engines.look import apply_look
 
     dec = FaceDecoder(traits).eval()
-    values, mask = apply_look(
-        np.zeros(decoder_example_inputs()["override_values"].shape[1], np.float32),
-        np.zeros(decoder_example_inputs()["override_mask"].shape[1], np.float32),
-        None,
-    )
+    values, mask = apply_look(np.zeros(N_PARAMS, np.float32), np.zeros(N_PARAMS, np.float32), None)  # default look
     updates = [
         (i, k, u) for i, r in enumerate(results) for k, u in list(r.at.items()) + [("h0", r.halves[0]), ("h1", r.halves[1])]
     ]
