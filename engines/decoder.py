@@ -23,9 +23,9 @@ TensorRT. Two parts, kept apart on purpose:
      Seniors: perturbation (jitter) rises and HNR falls with age (Ferrand 2002, J Voice
      16:480); a weak cue, so the senior posterior stays near its prior unless both agree.
    * Size from apparent vocal-tract length, shrunk hard toward the mean (noisy cue).
-2. Identity — the centred embedding on a fixed basis (the population's principal axes, which
-   carry the most speaker information per channel) drives *shape* offsets, hair style,
-   glasses and background, so the same voice gets the same face and different voices differ.
+2. Identity — the centred embedding on a fixed basis (the principal axes of real speakers'
+   mean embeddings, which carry the most speaker information per channel) drives *shape*
+   offsets, hair style, glasses and background, so the same voice gets the same face and different voices differ.
    The basis is an input: the ``room`` privacy mode passes a salted rotation of it, ``random``
    a random one.
 
@@ -64,25 +64,25 @@ IDENTITY_FULL_S = 4.0  # ... and when they are all shown
 IDENTITY_GAIN = 2.0  # scales every identity offset on the shape params
 CODE_SLOPE = 1.0  # logistic slope per population spread: ±1 spread → 0.27 … 0.73
 NEUTRAL = dict(zip(PARAM_INDEX, FaceParams.neutral().vector.tolist()))  # exact, not rounded
-#: Which identity channel drives what. Channel 0 is the basis's most speaker-discriminative
-#: axis (engines/identity.py), so the params that move the face most (hair style and volume,
-#: glasses, background) take the first channels and the small shape offsets the later ones:
-#: under L2 the loud params then carry the least clip-to-clip noise.
+#: Which identity channel drives what. Channel 0 is the population's main axis of speaker
+#: differences (engines/identity.py). The params that are always shown and move the face most
+#: (hair volume, glasses, background, hair length, then the shape offsets) take the first
+#: channels; the gated ones (hair and facial-hair style switch once at 4 s, facial hair needs
+#: a masculine adult, greying and baldness an older one) take the last, so the strongest "who"
+#: axes are never spent on a channel that is often switched off. (Order chosen on the
+#: cross-validated retrieval of `speech2face eval`: README "What is fitted on what".)
 SLOT = {
     name: k
     for k, name in enumerate(
         [
-            "hair_style",
             "hair_volume",
+            "identity_jitter",
             "glasses",
             "background_hue",
-            "identity_jitter",
             "hair_length",
-            "facial_hair_style",
-            "facial_hair",
             "eye_shape",
-            "nose_width",
             "lip_fullness",
+            "nose_width",
             "eye_spacing",
             "eye_tilt",
             "head_width",
@@ -91,12 +91,15 @@ SLOT = {
             "cheek_fullness",
             "nose_length",
             "mouth_width",
-            "eye_size",
             "brow_thickness",
             "brow_arch",
             "ear_size",
-            "neck_width",
             "jaw_width",
+            "eye_size",
+            "neck_width",
+            "hair_style",
+            "facial_hair_style",
+            "facial_hair",
             "baldness",
             "greying",
             "age_lines",

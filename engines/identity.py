@@ -4,10 +4,9 @@ GE2E embeddings are non-negative and L2-normalised, so every voice shares a larg
 component; centring on a population mean and dividing each projected channel by its
 population spread turns small speaker differences into full-range parameter changes.
 
-The basis is the population's top principal axes of *speaker means* whitened by the
-within-speaker scatter (a speaker-discriminant basis): a random direction in 256-d is mostly
-clip-to-clip noise, while these axes carry the most "who" per channel, so the same person
-gets the same face from different clips and different people differ. Centre, basis and
+The basis is the top principal axes of real speakers' *mean* embeddings: a random direction
+in 256-d is mostly clip-to-clip noise, while these axes carry the most "who" per channel, so
+the same person gets the same face from different clips and different people differ. Centre, basis and
 spread are measured by ``scripts/calibrate.py`` on real speech only and shipped as
 ``identity_stats.npz`` (256 + 256×32 + 32 numbers; no audio, no embedding of any one
 speaker). The colours that read as ethnicity never come from here (engines/look.py).
@@ -36,7 +35,6 @@ from .encoder import EMBEDDING_SIZE
 STATS_PATH = Path(__file__).with_name("identity_stats.npz")
 STABLE_SEED = 20190601  # the Speech2Face paper's CVPR year/month; any fixed value works
 PRIVACY_MODES = ("stable", "room", "random")
-WITHIN_SHRINK = 0.3  # within-speaker covariance shrunk toward its mean variance (fixed a priori)
 
 
 @dataclass(frozen=True)
@@ -87,33 +85,24 @@ def identity_basis(privacy: str = "stable", salt: str | None = None) -> Identity
 
 
 def measure_stats(embeddings: np.ndarray, speakers: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre, speaker-discriminant basis (256, K) and per-channel spread of a population.
+    """Centre, basis (256, K) and per-channel spread of a population of clips.
 
-    Whiten by the (shrunk) within-speaker covariance, then take the principal axes of the
-    speaker means in that space: the directions where speakers differ most relative to how
-    much one speaker's clips differ from each other.
+    The basis is the principal axes of the *speaker means* (one point per speaker, however many
+    clips it has): the directions in which people differ most. Whitening by the within-speaker
+    scatter first (an LDA basis) was measured too and held up worse on held-out sources
+    (README "What is fitted on what").
     """
     spk = np.array(speakers)
     ids = sorted(set(speakers))
     center = embeddings.mean(axis=0)
     means = np.stack([embeddings[spk == s].mean(0) for s in ids])
-    resid = np.concatenate([embeddings[spk == s] - m for s, m in zip(ids, means)])
-    within = resid.T @ resid / max(1, len(resid) - len(ids))
-    if WITHIN_SHRINK >= 1.0:  # plain principal axes of the speaker means
-        within = np.eye(len(within)) * np.trace(within) / len(within)
-    within = (1 - WITHIN_SHRINK) * within + WITHIN_SHRINK * np.trace(within) / len(within) * np.eye(len(within))
-    evals, evecs = np.linalg.eigh(within)
-    whiten = evecs @ np.diag(evals**-0.5) @ evecs.T
-    between = (means - center) @ whiten
-    _, _, vt = np.linalg.svd(between, full_matrices=False)
+    _, _, vt = np.linalg.svd(means - center, full_matrices=False)
     axes = vt[: min(N_CODES, len(ids) - 1)].T
     if axes.shape[1] < N_CODES:  # fewer speakers than channels: fill up with fixed random axes
         extra = _orthonormal(STABLE_SEED)
         extra -= axes @ (axes.T @ extra)
         q, _ = np.linalg.qr(extra)
         axes = np.concatenate([axes, q[:, : N_CODES - axes.shape[1]]], axis=1)
-    basis = whiten @ axes  # (256, K): project, then read the principal axis
-    basis /= np.linalg.norm(basis, axis=0, keepdims=True)
-    basis *= np.where(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])] < 0, -1.0, 1.0)[None, :]  # fixed signs
+    basis = axes * np.where(axes[np.abs(axes).argmax(0), np.arange(N_CODES)] < 0, -1.0, 1.0)[None, :]  # fixed signs
     scale = ((embeddings - center) @ basis).std(axis=0) + 1e-6
     return center.astype(np.float32), basis.astype(np.float32), scale.astype(np.float32)
