@@ -256,3 +256,23 @@ def test_push_many_isolates_a_failing_pipeline(speech_wav, onnx_engine):
     results = onnx_engine.push_many([(good, pcm), (bad, pcm)])
     assert isinstance(results[1], RuntimeError)
     assert results[0] is not None and results[0].seconds_heard > 3.0
+
+
+def test_telephone_band_is_detected_and_f4_dropped():
+    from engines.profile import VoiceProfile
+
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal(16_000) * 0.1
+    spec = np.fft.rfft(wide)
+    spec[np.fft.rfftfreq(16_000, 1 / 16_000) > 3600] = 0  # an 8 kHz phone line
+    phone = np.fft.irfft(spec, 16_000)
+    tel, hifi = VoiceProfile(), VoiceProfile()
+    for i in (0, 8_000):
+        tel.add_block(phone[i : i + 8_000])
+        hifi.add_block(wide[i : i + 8_000])
+    assert (tel.blocks, tel.narrowband_blocks) == (2, 2) and (hifi.blocks, hifi.narrowband_blocks) == (2, 0)
+    # the same formants give a different tract length once F4 is left out
+    for p in (tel, hifi):
+        p.formant_sum, p.formant_n = np.array([500.0, 1500.0, 2500.0, 4200.0]) * 10, 10
+    assert tel.vtl_cm != pytest.approx(hifi.vtl_cm)
+    assert tel.vtl_cm == pytest.approx(35_000 / (2 * 1000.0), rel=1e-6)  # F1..F3 at 0.5/1.5/2.5 × 1000 Hz
