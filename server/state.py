@@ -11,10 +11,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection
+
+from engines.animator import FaceAnimator, LayerCache, LayerFactory
+from engines.render import FaceLayers
 
 from . import ice
 from .admission import Admission, Full
@@ -33,10 +36,10 @@ CLIENT = web.AppKey("s2f_client_dir", Path)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> None:
         self.config = config
         self.engine = engine
-        self.renderer_factory = renderer_factory
+        self.layer_factory: LayerFactory = LayerCache(layer_factory or FaceLayers.build)
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
@@ -45,6 +48,7 @@ class ServerState:
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
         self.calls: dict[str, Call] = {}
+        self.assistants: dict[str, Any] = {}  # assistant_ws.AssistantSession by id
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
@@ -58,6 +62,10 @@ class ServerState:
             t = loop.time()
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.batcher is not None
 
     def retry_headers(self) -> dict[str, str]:
         """What a 503 sends: when to try again."""
@@ -76,12 +84,12 @@ class ServerState:
                 self.model_executor,
                 lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
             )
-        if self.renderer_factory is None:
-            from engines.render import AvatarRenderer
-
-            self.renderer_factory = lambda size: AvatarRenderer(size=size)
         self.batcher = ModelBatcher(self.engine, self.model_executor)
         self.batcher.start()
+
+    def make_animator(self, size: int, **kwargs: Any) -> FaceAnimator:
+        """A new face at rest (slow: it rasterises; run it in ``render_executor``)."""
+        return FaceAnimator(size, layer_factory=self.layer_factory, **kwargs)
 
     def call_closed(self, call: Call) -> None:
         if self.calls.pop(call.id, None) is not None:
@@ -107,14 +115,14 @@ class ServerState:
         self._trim_handle = loop.call_later(1.0, run)
 
     async def close_all(self, reason: str = "shutdown") -> None:
-        calls = list(self.calls.values())
-        if calls:
-            await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+        sessions = list(self.calls.values()) + list(self.assistants.values())
+        if sessions:
+            await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any) -> dict:
         options, offer = parse_offer(body, self.config)
-        if self.engine is None or self.renderer_factory is None:
+        if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
         placeholder = "pending-" + os.urandom(6).hex()
         try:
@@ -126,7 +134,7 @@ class ServerState:
         pc: RTCPeerConnection | None = None
         try:
             loop = asyncio.get_running_loop()
-            renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
+            animator = await loop.run_in_executor(self.render_executor, self.make_animator, options.size)
             pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
             call = Call(
                 pc,
@@ -136,8 +144,7 @@ class ServerState:
                 self.batcher,
                 self.model_executor,
                 self.metrics,
-                renderer,
-                self.renderer_factory,
+                animator,
                 self.render_executor,
                 on_closed=self.call_closed,
             )

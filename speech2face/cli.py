@@ -227,7 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="engine benchmarks, each against its baseline")
     sp.add_argument("--quick", action="store_true", help="fewer repetitions")
-    sp.add_argument("--json", default=None, help="also write the figures as JSON here")
+    sp.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="print every figure as one JSON object on stdout (the table goes to stderr), or write it to FILE",
+    )
     sp.set_defaults(func=cmd_bench)
     return p
 

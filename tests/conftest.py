@@ -80,6 +80,22 @@ def speech_wav() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tts24k(speech_wav) -> dict:
+    """The speech clips as a TTS engine hands them to an assistant avatar: int16 mono at 24 kHz,
+    leading silence cut (the first sample is the start of speech). ``{"female": ..., "male": ...}``."""
+    import numpy as np
+
+    from tests.server_helpers import read_wav_16k, to_rate
+
+    out = {}
+    for g, path in speech_wav.items():
+        pcm = to_rate(read_wav_16k(path), 24_000)
+        loud = np.flatnonzero(np.abs(pcm) > 0.05 * 32768)
+        out[g] = pcm[max(0, loud[0] - 240) :]
+    return out
+
+
+@pytest.fixture(scope="session")
 def onnx_engine():
     """One engine (ONNX Runtime sessions) shared by every test that needs the real models."""
     from engines.pipeline import AvatarEngine

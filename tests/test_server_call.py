@@ -18,7 +18,16 @@ import pytest_asyncio
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from server.config import ServerConfig  # noqa: E402
-from tests.server_helpers import AUDIO_RATE, ArrayAudioTrack, Caller, read_wav_16k, serving, to_48k, wait_for  # noqa: E402
+from tests.server_helpers import (  # noqa: E402
+    AUDIO_RATE,
+    ArrayAudioTrack,
+    Caller,
+    envelope_db,
+    read_wav_16k,
+    serving,
+    to_48k,
+    wait_for,
+)
 
 LEAD_S, TAIL_S = 1.5, 2.0
 
@@ -27,18 +36,6 @@ LEAD_S, TAIL_S = 1.5, 2.0
 async def server(onnx_engine):
     async with serving(onnx_engine, ServerConfig(port=0, session_budget=4)) as served:
         yield served
-
-
-def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> np.ndarray:
-    """dBFS of the sent audio over the ``window`` before each media time in ``ends``."""
-    n = int(window * AUDIO_RATE)
-    out = []
-    for t in ends:
-        b = int(round(t * AUDIO_RATE))
-        seg = pcm48k[max(0, b - n) : b]
-        rms = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if len(seg) else 0.0
-        out.append(20 * np.log10(max(rms, 1e-6)))
-    return np.array(out)
 
 
 @pytest.mark.asyncio
