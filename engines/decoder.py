@@ -136,6 +136,12 @@ class FaceDecoder(nn.Module):
     """All inputs batched: embedding (B,256), features (B,F), basis (256,K), center (256),
     code_scale (K), override_values (B,N), override_mask (B,N) (1 where the user chose)."""
 
+    probe: torch.Tensor  # buffers, registered in __init__
+    probe_mid: torch.Tensor
+    probe_spread: torch.Tensor
+    gender_w: torch.Tensor
+    gender_bias: torch.Tensor
+
     def __init__(self, traits: TraitConstants | None = None) -> None:
         super().__init__()
         t = traits or TraitConstants()

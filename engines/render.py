@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from .choices import SIZES
 from .face import PARAM_NAMES, PARAM_SPECS, FaceParams
 from .render_face import ANIMATED, PART_INPUTS, PARTS, Affine, FaceModel
 from .render_scene import DESIGN, Scene, record, to_svg
@@ -42,7 +43,6 @@ from .viseme import VISEMES
 if TYPE_CHECKING:
     from .mouth import MouthState
 
-SIZES = (256, 384, 512)
 BANDS = 4
 #: the frame is rasterised in this many fixed horizontal bands: a refinement redraws only the
 #: bands its changed parts touch, and a band is always drawn under the same clip, so an

@@ -28,10 +28,11 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engines.animator import FaceAnimator
+from engines.choices import SAMPLE_RATE
 from engines.pipeline import CONFIDENT_SECONDS, PUSH_SECONDS
 
 from .batcher import ModelBatcher
-from .config import ServerConfig
+from .config import SIZES, ServerConfig
 from .metrics import Metrics
 from .video import AvatarVideoTrack, FrameInfo
 
@@ -52,11 +53,10 @@ class CallOptions:
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
 
-def status_json(update: Any, kind: str = "status") -> dict:
-    """The engine's Update JSON plus flat fields the client and tests read directly."""
-    body = dict(update.to_json())
-    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3), "params": update.params.as_dict()})
-    return body
+def update_json(update: Any, kind: str = "status") -> dict:
+    """``Update.to_json()`` tagged with its message type: the one payload the client, the
+    REST JSON and ``analyze --json`` share (seconds heard is ``speech_seconds``)."""
+    return {"type": kind, **update.to_json()}
 
 
 class Call:
@@ -183,8 +183,6 @@ class Call:
         from engines.face import SKIN_TONES
         from engines.look import check_seed
 
-        from .config import SIZES
-
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
             self._size_wanted = size
@@ -263,7 +261,7 @@ class Call:
         return self.pipeline.seconds_heard >= self.config.max_speech_seconds
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         while True:
             try:
                 frame = await track.recv()
@@ -279,7 +277,7 @@ class Call:
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
                 self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_SECONDS * 16_000:
+            if self._pcm_samples >= PUSH_SECONDS * SAMPLE_RATE:
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:
@@ -351,7 +349,7 @@ class Call:
             log.debug("datachannel send failed", exc_info=True)
 
     def _send_status(self, update: Any, kind: str = "status") -> None:
-        body = status_json(update, kind)
+        body = update_json(update, kind)
         body.update(
             {
                 "call_id": self.id,
@@ -383,6 +381,7 @@ class Call:
             return
         self._closing = True
         self.close_reason = reason
+        started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
@@ -400,3 +399,4 @@ class Call:
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()
+        log.info("call %s closed in %.2f s", self.id, time.monotonic() - started)

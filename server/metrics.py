@@ -25,7 +25,7 @@ class Metrics:
         self.refinement_latency = Histogram(
             "s2f_refinement_latency_seconds",
             "Wall time of a pipeline push that produced a refinement (queue + compute)",
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 5.0),
             registry=r,
         )
         self.first_frame_seconds = Histogram(

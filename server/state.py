@@ -7,7 +7,9 @@ assistants) imports it from here rather than from ``app`` (which imports them).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +28,11 @@ from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
-from .offer import parse_offer
+from .offer import parse_offer, skin_tones
+from .oneshot import OneShotQueue
+from .ratelimit import RateLimiter
+
+log = logging.getLogger("speech2face.server")
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -43,6 +49,9 @@ class ServerState:
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
+        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after, config.backend)
+        self.offer_limiter = RateLimiter(config.offers_per_minute)
+        self.upload_limiter = RateLimiter(config.uploads_per_minute)
         self.admission = Admission(config.session_budget)
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
@@ -52,6 +61,7 @@ class ServerState:
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self.warm_task: asyncio.Future | None = None
         self.batcher: ModelBatcher | None = None
         self._trim_handle: asyncio.TimerHandle | None = None
 
@@ -82,7 +92,7 @@ class ServerState:
             loop = asyncio.get_running_loop()
             self.engine = await loop.run_in_executor(
                 self.model_executor,
-                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=room_secret()),
             )
         self.batcher = ModelBatcher(self.engine, self.model_executor)
         self.batcher.start()
@@ -121,6 +131,9 @@ class ServerState:
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any) -> dict:
+        if self.admission.in_use >= self.admission.budget:  # full: say so before judging the offer
+            self.metrics.rejected_sessions.inc()
+            raise HttpError(f"server is full ({self.admission.budget} calls)", 503, self.retry_headers())
         options, offer = parse_offer(body, self.config)
         if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
@@ -193,7 +206,7 @@ class ServerState:
             "default_size": self.config.size,
             "default_privacy": self.config.privacy,
             "fps": self.config.fps,
-            "skin_tones": _skin_tones(),
+            "skin_tones": skin_tones(),
             "ice_servers": ice_servers,
             "confident_seconds": CONFIDENT_SECONDS,
         }
@@ -211,7 +224,22 @@ def _load_malloc_trim():
 _malloc_trim = _load_malloc_trim()
 
 
-def _skin_tones() -> list[str]:
-    from engines.face import SKIN_TONES
+_generated_secret: str | None = None
 
-    return list(SKIN_TONES)
+
+def room_secret() -> str:
+    """``S2F_ROOM_SECRET``, else a random one for this process (warned once).
+
+    The room mode salts each face with this secret; an empty or public one would let anyone
+    who knows a room name compute its face mapping from the public code. A generated secret
+    keeps rooms unlinkable but changes every restart (faces in a room change with it); set
+    ``S2F_ROOM_SECRET`` to keep them across restarts and server replicas.
+    """
+    global _generated_secret
+    configured = os.environ.get("S2F_ROOM_SECRET", "")
+    if configured:
+        return configured
+    if _generated_secret is None:
+        _generated_secret = secrets.token_hex(32)
+        log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
+    return _generated_secret

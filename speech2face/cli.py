@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from engines.choices import BACKENDS, PRIVACY_MODES, SIZES
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per inference: see ARCHITECTURE pitfalls
 
 EXIT_USAGE = 2
@@ -68,7 +70,7 @@ def cmd_avatar(args: argparse.Namespace) -> int:
 
     _check_privacy(args)
     _check_seed(args)
-    if args.size not in (256, 384, 512):
+    if args.size not in SIZES:
         raise UserError("--size must be 256, 384 or 512")
     audio = _decode(args.clip)
     engine = _engine(args.backend)
@@ -175,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--backend", default=os.environ.get("S2F_BACKEND", "onnx"), choices=("onnx", "torch", "tensorrt"))
-        sp.add_argument("--privacy", default="stable", choices=("stable", "room", "random"))
+        sp.add_argument("--backend", default=os.environ.get("S2F_BACKEND", "onnx"), choices=BACKENDS)
+        sp.add_argument("--privacy", default="stable", choices=PRIVACY_MODES)
         sp.add_argument("--room", default=None, help="room name (privacy mode 'room')")
         sp.add_argument(
             "--seed",
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_avatar)
 
-    sp = sub.add_parser("analyze", help="JSON lines per file (the contract in ARCHITECTURE.md)")
+    sp = sub.add_parser("analyze", help="JSON lines per file (the contract in the README)")
     sp.add_argument("files", nargs="+")
     sp.add_argument("--json", action="store_true", required=False)
     sp.add_argument("--seconds", type=float, default=None, help="use only the first N seconds of speech")
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="in-sample and leave-one-source-out report over labelled manifest CSVs")
     sp.add_argument("manifest", nargs="+", help="CSV(s) with file, speaker_id, gender[, age, source_package]")
     sp.add_argument("--out", default="eval-output", help="report folder")
-    sp.add_argument("--backend", default="onnx", choices=("onnx", "torch", "tensorrt"))
+    sp.add_argument("--backend", default="onnx", choices=BACKENDS)
     sp.add_argument("--no-cv", action="store_true", help="in-sample figures only (faster)")
     sp.set_defaults(func=cmd_eval)
 
