@@ -27,6 +27,7 @@ from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
 from .identity import IdentityBasis, identity_basis
+from .look import apply_look, check_seed
 from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
@@ -137,11 +138,13 @@ class AvatarPipeline:
         identity: IdentityBasis,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
         cadence: CadenceRule = ADAPTIVE,
     ) -> None:
         self._backend = backend
         self._identity = identity
-        self._override_values, self._override_mask = parse_overrides(overrides)
+        self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._vad = StreamingVad()
         self._profile = VoiceProfile()
         self._max_samples = int(max_speech_seconds * SAMPLE_RATE)
@@ -178,8 +181,11 @@ class AvatarPipeline:
     def cadence(self) -> Cadence:
         return self._cadence
 
-    def set_overrides(self, overrides: Mapping[str, Any] | None) -> Update:
-        self._override_values, self._override_mask = parse_overrides(overrides)
+    def set_overrides(self, overrides: Mapping[str, Any] | None, seed: str | None | bool = False) -> Update:
+        """New user choices (and, unless ``seed`` is False, a new look seed; None = defaults)."""
+        if seed is not False:
+            self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._version += 1
         self.current = self._refine()
         # the user's change is not the voice's: measure the next step from the new face
@@ -402,10 +408,13 @@ class AvatarEngine:
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
         cadence: CadenceRule = ADAPTIVE,
     ) -> AvatarPipeline:
         salt = None if room is None else f"{self._room_secret}\0{room}"
-        return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds, cadence)
+        return AvatarPipeline(
+            self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds, seed=seed, cadence=cadence
+        )
 
     def push_many(
         self,
@@ -472,12 +481,13 @@ class AvatarEngine:
         privacy: str = "stable",
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
+        seed: str | None = None,
         cadence: CadenceRule = ADAPTIVE,
     ) -> Update:
         """One-shot: the whole clip (or its first ``seconds`` of speech) through one pipeline."""
         limit = MAX_SPEECH_SECONDS if seconds is None else min(float(seconds), MAX_SPEECH_SECONDS)
         if limit <= 0:
             raise ValueError("seconds must be positive")
-        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit, cadence=cadence)
+        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit, seed=seed, cadence=cadence)
         pipe.push(pcm16k)
         return pipe.finish()

@@ -46,7 +46,8 @@ SETTLED_FACE_INTERVAL = 3.0
 class CallOptions:
     privacy: str = "stable"
     room: str | None = None
-    skin_tone: str | None = None  # a SKIN_TONES name, or None for the identity projection
+    skin_tone: str | None = None  # a SKIN_TONES name, or None for the look seed / default
+    seed: str | None = None  # the caller's look seed (engines/look.py): colours, never from the voice
     size: int = 256
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
@@ -105,6 +106,7 @@ class Call:
             room=options.room,
             overrides=dict(self._overrides) or None,
             max_speech_seconds=config.max_speech_seconds,
+            seed=options.seed,
         )
         self.current = self.pipeline.current
         self.animator = animator
@@ -176,15 +178,23 @@ class Call:
             self.close_soon("bye")
 
     def configure(self, msg: dict) -> None:
-        """Live changes that need no new pipeline: video size and skin tone."""
+        """Live changes that need no new pipeline: video size, skin tone and look seed ("new look")."""
         from engines.face import SKIN_TONES
+        from engines.look import check_seed
 
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
             self._size_wanted = size
             self._face_changed.set()
-        if "skin_tone" in msg:
-            tone = msg["skin_tone"]
+        seed: str | None | bool = False  # False: unchanged
+        if "seed" in msg:
+            try:
+                seed = check_seed(msg["seed"])
+            except ValueError as exc:
+                self._send({"type": "error", "error": f"seed: {exc}"})
+                return
+        if "skin_tone" in msg or seed is not False:
+            tone = msg.get("skin_tone", self._overrides.get("skin_tone"))
             if tone in (None, "", "auto"):
                 self._overrides.pop("skin_tone", None)
             elif tone in SKIN_TONES:
@@ -192,13 +202,13 @@ class Call:
             else:
                 self._send({"type": "error", "error": f"skin_tone must be one of {list(SKIN_TONES)} or auto"})
                 return
-            self._spawn(self._apply_overrides(), "overrides")
+            self._spawn(self._apply_overrides(seed), "overrides")
         else:
             self._send_status(self.current)
 
-    async def _apply_overrides(self) -> None:
+    async def _apply_overrides(self, seed: str | None | bool = False) -> None:
         async with self._model_lock:
-            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides, dict(self._overrides))
+            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides, dict(self._overrides), seed)
         self._accept_update(update)
 
     def _accept_update(self, update: Any) -> None:
