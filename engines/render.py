@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from .mouth import MouthState
 
 SIZES = (256, 384, 512)
+import os
+_EXACT = os.environ.get("EXACT", "1") == "1"
 BANDS = 4
 #: the frame is rasterised in this many fixed horizontal bands: a refinement redraws only the
 #: bands its changed parts touch, and a band is always drawn under the same clip, so an
@@ -228,17 +232,92 @@ def _overlap(a, b) -> bool:
 @dataclass
 class _Part:
     key: tuple
-    picture: object  # skia.Picture in the part's own frame
-    affine: Affine | None  # where the picture is placed (animated parts); None = design frame
+    picture: object  # skia.Picture in the design frame, or the _Pictures of an animated part
+    affine: object  # where an animated part's pictures are placed (one Affine, or one per eye); None = design frame
     box: tuple[float, float, float, float] | None  # design-space bounds once placed
 
 
-@dataclass
-class _Animated:
-    """Pre-drawn crops of one animated part: the mouth shapes or the eyelid levels."""
+class _Pictures:
+    """The pictures of one animated part's variants (mouth shapes; eyelid levels per eye),
+    each recorded the first time it is drawn.
 
-    box: tuple[int, int, int, int]
-    crops: dict  # variant -> (h, w, 3) uint8
+    A refining face is redrawn every 0.5 s and shows only a few of its 11 mouth shapes in
+    that time, so recording them all up front paid for pictures nobody saw. The set is keyed
+    by everything the shapes read (``FaceModel.mouth_key``/``eye_key``), so one set serves
+    every face and every caller with an equal key (``_pictures``)."""
+
+    def __init__(self, model: FaceModel, name: str) -> None:
+        self._model = model
+        self._draw = model.mouth_shapes if name == "mouth" else model.eye_shapes
+        self._items: dict = {}
+
+    def get(self, variant) -> tuple[object, tuple[float, float, float, float] | None]:
+        """(picture, local bounds) of ``(viseme, openness)`` or ``(blink, side)``."""
+        hit = self._items.get(variant)
+        if hit is None:
+            # may run in two threads at once for one variant: both record the same picture
+            # These may use anti-aliased clips: their pixels in the frame always come from their
+            # crop box, composited the same way on every redraw, never from a band redraw.
+            hit = self._items[variant] = record(self._draw(*variant), exact_clips=False)
+        return hit
+
+
+_PICTURE_SETS: OrderedDict[tuple, _Pictures] = OrderedDict()
+_PICTURE_SETS_MAX = 64
+_PICTURE_SETS_LOCK = threading.Lock()
+
+
+def _pictures(model: FaceModel, name: str, key: tuple) -> _Pictures:
+    """The process-wide picture set of an animated part with this key (a small LRU)."""
+    k = (name, key)
+    with _PICTURE_SETS_LOCK:
+        hit = _PICTURE_SETS.get(k)
+        if hit is not None:
+            _PICTURE_SETS.move_to_end(k)
+            return hit
+        hit = _PICTURE_SETS[k] = _Pictures(model, name)
+        while len(_PICTURE_SETS) > _PICTURE_SETS_MAX:
+            _PICTURE_SETS.popitem(last=False)
+        return hit
+
+
+class _Animated:
+    """The crops of one animated part (the mouth shapes or the eyelid levels) in its pixel box.
+
+    A crop is the parts under the part, one variant of it, then the parts over it. ``under``
+    and ``over`` are drawn once per face; each variant's crop is composited on first use (a
+    few hundredths of a millisecond: one small picture and one image), so a redraw pays
+    only for the rest crop and a frame pays once for each new shape it shows.
+    """
+
+    def __init__(self, box: tuple[int, int, int, int], crops: dict | None = None, source: tuple | None = None) -> None:
+        self.box = box
+        self.crops: dict = dict(crops or {})  # variant -> (h, w, 3) uint8, filled as they are used
+        self._source = source  # (under RGBA, over image or None, part, name, scale)
+        self.composited = 0
+
+    def get(self, variant) -> np.ndarray:
+        hit = self.crops.get(variant)
+        if hit is None:
+            hit = self.crops[variant] = self._composite(variant)
+        return hit
+
+    def _composite(self, variant) -> np.ndarray:
+        if self._source is None:
+            raise KeyError(variant)
+        skia = _skia()
+        under, over, part, name, scale = self._source
+        out = under.copy()
+        surf = skia.Surface(out)
+        c = surf.getCanvas()
+        c.translate(-self.box[0], -self.box[1])
+        _draw_part(c, part, name, scale, variant)
+        c.resetMatrix()
+        if over is not None:
+            c.drawImage(over, 0, 0)
+        del c, surf
+        self.composited += 1
+        return _rgb(out)
 
 
 @dataclass
@@ -286,23 +365,23 @@ class FaceLayers:
                 key = tuple(float(shown.vector[_INDEX[n]]) for n in PART_INPUTS[name])
             old = previous.parts.get(name) if previous is not None else None
             if name in ANIMATED:
-                affines = [model.mouth_affine()] if name == "mouth" else [model.eye_affine(-1), model.eye_affine(1)]
+                affines = (model.mouth_affine(),) if name == "mouth" else (model.eye_affine(-1), model.eye_affine(1))
                 if old is not None and old.key == key:
                     pics = old.picture
                 else:
-                    pics = _animated_pictures(model, name)
+                    pics = _pictures(model, name, key)
                     changed.append(name)
                 box = None
                 for i, a in enumerate(affines):
-                    rest = pics[("rest", 0.0)] if name == "mouth" else pics[(0.0, (-1, 1)[i])]
+                    rest = pics.get(("rest", 0.0)) if name == "mouth" else pics.get((0.0, (-1, 1)[i]))
                     box = _union(box, _map_box(rest[1], a))
-                part = _Part(key, pics, affines[0] if name == "mouth" else tuple(affines), box)
+                part = _Part(key, pics, affines[0] if name == "mouth" else affines, box)
                 if old is not None and old.key == key and old.affine != part.affine:
                     changed.append(name)
             elif old is not None and old.key == key:
                 part = old
             else:
-                pic, box = record(model.part_shapes(name))
+                pic, box = record(model.part_shapes(name), exact_clips=_EXACT)
                 part = _Part(key, pic, None, box)
                 changed.append(name)
             parts[name] = part
@@ -310,13 +389,14 @@ class FaceLayers:
         skia = _skia()
         scale = size / DESIGN
         band = size // BANDS
+        boxes = {name: _px_box(parts[name].box, size) for name in PARTS}
         if previous is None or bg != previous.background:
             rows = list(range(BANDS))
             rgba = np.empty((size, size, 4), np.uint8)
         else:
             rows = set()
             for name in changed:
-                for box in (_px_box(parts[name].box, size), _px_box(previous.parts[name].box, size)):
+                for box in (boxes[name], _px_box(previous.parts[name].box, size)):
                     if box is not None:
                         rows.update(range(box[1] // band, min(BANDS, (box[3] - 1) // band + 1)))
             rows = sorted(rows)
@@ -324,7 +404,6 @@ class FaceLayers:
         if rows:
             surf = skia.Surface(rgba)
             canvas = surf.getCanvas()
-            boxes = {name: _px_box(parts[name].box, size) for name in PARTS}
             for r in rows:
                 # a fixed band grid: a band redrawn later is drawn under the same clip as in a full redraw
                 y0, y1 = r * band, (r + 1) * band
@@ -337,32 +416,30 @@ class FaceLayers:
                         _draw_part(canvas, parts[name], name, scale)
                 canvas.restore()
             del canvas, surf
-        layers = cls(size, shown, bg, parts, rgba, np.ascontiguousarray(rgba[:, :, :3]))
+        layers = cls(size, shown, bg, parts, rgba, _rgb(rgba))
         crops = 0
         if animated:
             for name in ANIMATED:
                 box = _px_box(model.mouth_box() if name == "mouth" else model.eye_box(), size)
                 old_anim = None if previous is None else (previous.mouth if name == "mouth" else previous.eyes)
                 touched = previous is None or any(
-                    _overlap(box, _px_box(parts[c].box, size)) or _overlap(box, _px_box(previous.parts[c].box, size))
-                    for c in changed
+                    _overlap(box, boxes[c]) or _overlap(box, _px_box(previous.parts[c].box, size)) for c in changed
                 )
                 if old_anim is not None and old_anim.box == box and not touched and bg == previous.background:
                     anim = old_anim
                 else:
-                    anim = layers._composite_crops(name, box)
-                    crops += len(anim.crops)
+                    anim = layers._animated(name, box, boxes)
+                    crops += 1
                 setattr(layers, name, anim)
             # the rest crops are the frame's own pixels: keep the frame and crops one picture
-            for anim in (layers.mouth, layers.eyes):
+            for anim, rest in ((layers.mouth, ("rest", 0.0)), (layers.eyes, 0.0)):
                 x0, y0, x1, y1 = anim.box
-                rest = anim.crops[("rest", 0.0)] if anim is layers.mouth else anim.crops[0.0]
-                layers.base[y0:y1, x0:x1] = rest
+                layers.base[y0:y1, x0:x1] = anim.get(rest)
         layers.stats = {"parts_redrawn": len(set(changed)), "bands_redrawn": len(rows), "crops_redrawn": crops}
         return layers
 
-    def _composite_crops(self, name: str, box: tuple[int, int, int, int]) -> _Animated:
-        """Crops of an animated part: the parts under it, each variant, the parts over it."""
+    def _animated(self, name: str, box: tuple[int, int, int, int], boxes: dict) -> _Animated:
+        """An animated part's crop source: the parts under it and over it, drawn in its box."""
         skia = _skia()
         scale = self.size / DESIGN
         x0, y0, x1, y1 = box
@@ -374,32 +451,22 @@ class FaceLayers:
         c.clear(skia.Color(*self.background))
         c.translate(-x0, -y0)
         for p in PARTS[:i]:
-            _draw_part(c, self.parts[p], p, scale)
+            if _overlap(boxes[p], box):
+                _draw_part(c, self.parts[p], p, scale)
         del c, surf
-        over_s = skia.Surface.MakeRaster(skia.ImageInfo.Make(w, h, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType))
-        c = over_s.getCanvas()
-        c.clear(skia.Color4f(0, 0, 0, 0))
-        c.translate(-x0, -y0)
-        for p in PARTS[i + 1 :]:
-            _draw_part(c, self.parts[p], p, scale)
-        over = over_s.makeImageSnapshot()
-        del c
-        part = self.parts[name]
-        variants = _MOUTH_VARIANTS if name == "mouth" else _BLINKS
-        crops = {}
-        out = np.empty((h, w, 4), np.uint8)
-        surf = skia.Surface(out)
-        c = surf.getCanvas()
-        for var in variants:
-            out[:] = under
-            c.save()
+        over = None
+        above = [p for p in PARTS[i + 1 :] if _overlap(boxes[p], box)]
+        if above:
+            info = skia.ImageInfo.Make(w, h, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
+            over_s = skia.Surface.MakeRaster(info)
+            c = over_s.getCanvas()
+            c.clear(skia.Color4f(0, 0, 0, 0))
             c.translate(-x0, -y0)
-            _draw_part(c, part, name, scale, var)
-            c.restore()
-            c.drawImage(over, 0, 0)
-            crops[var] = np.ascontiguousarray(out[:, :, :3])
-        del c, surf
-        return _Animated(box, crops)
+            for p in above:
+                _draw_part(c, self.parts[p], p, scale)
+            over = over_s.makeImageSnapshot()
+            del c
+        return _Animated(box, source=(under, over, self.parts[name], name, scale))
 
     # -- reading ----------------------------------------------------------------------
     def crop(self, kind: str, variant, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -407,7 +474,7 @@ class FaceLayers:
         anim = self.mouth if kind == "mouth" else self.eyes
         full = self.base.copy()
         x0, y0, x1, y1 = anim.box
-        full[y0:y1, x0:x1] = anim.crops[variant]
+        full[y0:y1, x0:x1] = anim.get(variant)
         return full[box[1] : box[3], box[0] : box[2]]
 
     @classmethod
@@ -429,7 +496,7 @@ class FaceLayers:
         if m is not None:
             x0, y0, x1, y1 = self.mouth.box
             out[y0:y1, x0:x1] = m
-        e = _level([self.eyes.crops[b] for b in _BLINKS], blink)
+        e = _level(self.eyes.get, _BLINKS, blink)
         if e is not None:
             x0, y0, x1, y1 = self.eyes.box
             out[y0:y1, x0:x1] = e
@@ -467,15 +534,13 @@ class FaceLayers:
         return self._viseme_crop(shape, openness)
 
     def _viseme_crop(self, v: str, openness: float) -> np.ndarray | None:
-        c = self.mouth.crops
-        rest = c[("rest", 0.0)]
         if v == "rest":
             return None
         if v == "F":
             f = min(1.0, max(0.0, openness) / F_FULL_AT)
-            return _level([rest, c[("F", 1.0)]], f)
-        stack = [rest] + [c[(v, i / (MOUTH_LEVELS - 1))] for i in range(1, MOUTH_LEVELS)]
-        return _level(stack, openness)
+            return _level(self.mouth.get, [("rest", 0.0), ("F", 1.0)], f)
+        levels = [("rest", 0.0)] + [(v, i / (MOUTH_LEVELS - 1)) for i in range(1, MOUTH_LEVELS)]
+        return _level(self.mouth.get, levels, openness)
 
 
 def crossfade(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -506,30 +571,14 @@ def _viseme_weights(viseme) -> dict[str, float]:
     return out or {"rest": 1.0}
 
 
-def _animated_pictures(model: FaceModel, name: str) -> dict:
-    """Pictures (with their local bounds) of every variant of the mouth or of each eye.
-
-    These may use anti-aliased clips: their pixels in the frame always come from their crop
-    box, composited the same way on every redraw, never from a band redraw."""
-    out = {}
-    if name == "mouth":
-        for v, o in _MOUTH_VARIANTS:
-            out[(v, o)] = record(model.mouth_shapes(v, o), exact_clips=False)
-    else:
-        for b in _BLINKS:
-            for side in (-1, 1):
-                out[(b, side)] = record(model.eye_shapes(b, side), exact_clips=False)
-    return out
-
-
 def _draw_part(canvas, part: _Part, name: str, scale: float, variant=None) -> None:
     if name == "mouth":
-        pic = part.picture[variant if variant is not None else ("rest", 0.0)][0]
+        pic = part.picture.get(variant if variant is not None else ("rest", 0.0))[0]
         canvas.drawPicture(pic, _matrix(part.affine, scale))
     elif name == "eyes":
         b = variant if variant is not None else 0.0
         for side, a in zip((-1, 1), part.affine):
-            canvas.drawPicture(part.picture[(b, side)][0], _matrix(a, scale))
+            canvas.drawPicture(part.picture.get((b, side))[0], _matrix(a, scale))
     else:
         canvas.drawPicture(part.picture, _matrix(None, scale))
 
@@ -557,21 +606,31 @@ def _mix(a: np.ndarray, b: np.ndarray, w: int, scratch: tuple[np.ndarray, np.nda
     return acc.astype(np.uint8)
 
 
-def _level(stack: list[np.ndarray], x: float) -> np.ndarray | None:
-    """Blend of the two pre-drawn levels around x in [0, 1]; None means 'at rest' (level 0)."""
-    n = len(stack)
+def _rgb(rgba: np.ndarray) -> np.ndarray:
+    """The colour channels of an RGBA raster as a fresh C-contiguous RGB array. One plane at a
+    time: numpy copies a 3-of-4-bytes slice element by element (7x slower at 256 px)."""
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for c in range(3):
+        out[:, :, c] = rgba[:, :, c]
+    return out
+
+
+def _level(get: Callable[[object], np.ndarray], levels: Sequence, x: float) -> np.ndarray | None:
+    """Blend of the two pre-drawn levels around x in [0, 1] (``get(levels[i])`` is level i);
+    None means 'at rest' (level 0). Only the levels used are asked for."""
+    n = len(levels)
     f = min(max(x, 0.0), 1.0) * (n - 1)
     i = int(f)
     w = int(round((f - i) * 256))
     if i >= n - 1:
-        return stack[n - 1]
+        return get(levels[n - 1])
     if i == 0 and w == 0:
         return None
     if w == 0:
-        return stack[i]
+        return get(levels[i])
     if w == 256:
-        return stack[i + 1]
-    return _mix(stack[i], stack[i + 1], w)
+        return get(levels[i + 1])
+    return _mix(get(levels[i]), get(levels[i + 1]), w)
 
 
 class AvatarRenderer:

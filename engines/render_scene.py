@@ -312,56 +312,87 @@ def _skia_path(p: Path, evenodd: bool = False):
     return sp
 
 
+_PAINTS: dict[tuple, object] = {}
+
+
+def _paint(colour: RGB, opacity: float, width: float = 0.0):
+    """A shared anti-aliased fill (``width`` 0) or round stroke paint; paints are never mutated
+    once made (a canvas copies the paint it draws with), so one per colour serves every caller."""
+    key = (colour, opacity, width)
+    p = _PAINTS.get(key)
+    if p is None:
+        skia = _skia()
+        p = skia.Paint(AntiAlias=True)
+        if width > 0:
+            p.setStyle(skia.Paint.kStroke_Style)
+            p.setStrokeWidth(width)
+            p.setStrokeCap(skia.Paint.kRound_Cap)
+            p.setStrokeJoin(skia.Paint.kRound_Join)
+        p.setColor4f(skia.Color4f(*colour, opacity))
+        if len(_PAINTS) > 4096:
+            _PAINTS.clear()
+        _PAINTS[key] = p
+    return p
+
+
 def draw_shapes(canvas, shapes: Iterable[Shape], exact_clips: bool = True) -> tuple[float, float, float, float] | None:
     """Paint shapes in design units onto a Skia canvas (the caller sets the transform).
 
     With ``exact_clips`` a clipped shape is drawn as the geometric intersection of its path
     (or its stroke's outline) and the clip (Skia PathOps) rather than through an
-    anti-aliased clip, whose mask would depend on the device clip it is drawn under: what
-    is redrawn band by band must not depend on the band. Returns the design-space bounds of
-    what was painted (conservative), for dirty-rectangle bookkeeping.
+    anti-aliased clip. Returns the design-space bounds of what was painted (conservative),
+    for dirty-rectangle bookkeeping.
     """
     skia = _skia()
     box = skia.Rect.MakeEmpty()
     pad = 1.0
+    made: dict[int, object] = {}  # a Path used twice (a shape and another's clip) is converted once
+
+    def conv(p: Path, evenodd: bool = False):
+        key = id(p) * 2 + evenodd
+        sp = made.get(key)
+        if sp is None:
+            sp = made[key] = _skia_path(p, evenodd)
+        return sp
+
+    open_clip = None  # shapes in a row under the same soft clip share one clip (one AA mask when drawn)
     for s in shapes:
-        sp = _skia_path(s.path, s.evenodd)
-        clip = _skia_path(s.clip) if s.clip is not None else None
-        stroke = None
-        if s.stroke is not None and s.stroke_width > 0:
-            stroke = skia.Paint(
-                AntiAlias=True,
-                Style=skia.Paint.kStroke_Style,
-                StrokeWidth=s.stroke_width,
-                StrokeCap=skia.Paint.kRound_Cap,
-                StrokeJoin=skia.Paint.kRound_Join,
-            )
-            stroke.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+        sp = conv(s.path, s.evenodd)
+        clip = conv(s.clip) if s.clip is not None else None
+        stroke = s.stroke is not None and s.stroke_width > 0
         soft_clip = clip is not None and not exact_clips
+        if open_clip is not None and open_clip is not clip:
+            canvas.restore()
+            open_clip = None
+        bounds = None
         if soft_clip:
-            canvas.save()
-            canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
+            bounds = sp.getBounds()
+            if stroke:
+                bounds.outset(s.stroke_width / 2, s.stroke_width / 2)
+            if not bounds.intersect(clip.getBounds()):
+                continue
+            if open_clip is None:
+                canvas.save()
+                canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
+                open_clip = clip
         if s.fill is not None:
-            paint = skia.Paint(AntiAlias=True)
-            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
             fill = sp if clip is None or soft_clip else skia.Op(sp, clip, skia.kIntersect_PathOp)
-            canvas.drawPath(fill, paint)
-            box.join(fill.getBounds())
-        if stroke is not None:
+            canvas.drawPath(fill, _paint(s.fill, s.opacity))
+            box.join(bounds if bounds is not None else fill.getBounds())
+        if stroke:
+            paint = _paint(s.stroke, s.opacity, s.stroke_width)
             if clip is None or soft_clip:
-                canvas.drawPath(sp, stroke)
-                box.join(sp.getBounds())
+                canvas.drawPath(sp, paint)
+                box.join(bounds if bounds is not None else sp.getBounds())
                 pad = max(pad, s.stroke_width / 2 + 1.0)
             else:
                 outline = skia.Path()
-                stroke.getFillPath(sp, outline, None, 4.0)
-                fill = skia.Paint(AntiAlias=True)
-                fill.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+                paint.getFillPath(sp, outline, None, 4.0)
                 cut = skia.Op(outline, clip, skia.kIntersect_PathOp)
-                canvas.drawPath(cut, fill)
+                canvas.drawPath(cut, _paint(s.stroke, s.opacity))
                 box.join(cut.getBounds())
-        if soft_clip:
-            canvas.restore()
+    if open_clip is not None:
+        canvas.restore()
     if box.isEmpty():
         return None
     return (box.left() - pad, box.top() - pad, box.right() + pad, box.bottom() + pad)
