@@ -116,6 +116,13 @@ def visibly_different(a: FaceParams, b: FaceParams) -> bool:
     return False
 
 
+def same_look(a: Layers, b: Layers) -> bool:
+    """Whether two layer sets show the same pixels (the renderer shares a ``look`` token
+    between layers redrawn from other params that changed nothing on screen)."""
+    look = getattr(a, "look", None)
+    return a is b or (look is not None and look is getattr(b, "look", None))
+
+
 def smoothstep(x: float) -> float:
     x = min(1.0, max(0.0, x))
     return x * x * (3.0 - 2.0 * x)
@@ -234,10 +241,11 @@ class FaceAnimator:
             return visibly_different(self._wanted[0], params)
 
     def set_face(self, params: FaceParams, version: int) -> bool:
-        """Prepare ``params`` and stage it to morph in; returns whether it was rasterised.
+        """Prepare ``params`` and stage it to morph in; returns whether a new picture was staged.
 
         Slow when the face visibly changes (call it off the event loop); a face no viewer
-        could tell apart only takes the new version number.
+        could tell apart only takes the new version number, and one whose layers come out
+        pixel for pixel the same (``same_look``) swaps in without a morph.
         """
         if not isinstance(params, FaceParams):
             raise TypeError(f"set_face expects FaceParams, got {type(params).__name__}")
@@ -253,9 +261,19 @@ class FaceAnimator:
                     return False
             face = self._make(params, version, size)
             with self._lock:
+                self.faces_rasterised += 1
+                target = self._staged if self._staged is not None else self._cur
+                if target.size == size and same_look(face.layers, target.layers):
+                    # other params, the very same pixels (a threshold not crossed): no morph, and
+                    # keeping the serial keeps the frames already cached for this picture
+                    kept = replace(target, layers=face.layers, params=params, version=version)
+                    if self._staged is not None:
+                        self._staged = kept
+                    else:
+                        self._cur = kept
+                    return False
                 resize = self._staged is not None and self._staged.resize
                 self._staged = replace(face, resize=resize)
-                self.faces_rasterised += 1
             return True
 
     def set_size(self, size: int) -> None:
