@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .choices import SIZES
 from .face import PARAM_NAMES, PARAM_SPECS, FaceParams
 from .render_face import ANIMATED, PART_INPUTS, PARTS, Affine, FaceModel
 from .render_scene import DESIGN, Scene, draw_shapes, to_svg
@@ -45,7 +46,6 @@ from .viseme import VISEMES
 if TYPE_CHECKING:
     from .mouth import MouthState
 
-SIZES = (256, 384, 512)
 BANDS = 4
 #: the frame is rasterised in this many fixed horizontal bands: a refinement redraws only the
 #: bands its changed parts touch, and a band is always drawn under the same clip, so an

@@ -30,12 +30,14 @@ import math
 
 import numpy as np
 
+from .choices import SAMPLE_RATE
+
 #: mouth shapes: rest/closed (M, B, P, silence), open (A), spread (E, I, S, Z), round (O, U, W),
 #: lip under the upper teeth (F, V); the renderer draws one mouth per shape
 VISEMES = ("rest", "A", "E", "O", "F")
 
 WINDOW_S = 0.040
-RATE = 16_000
+RATE = SAMPLE_RATE
 LPC_ORDER = 14
 SMOOTH_S = 0.035  # time constant of the weight smoothing
 SILENCE_DB = 28.0  # this far below the recent peak is silence (or a stop closure)

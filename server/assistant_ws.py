@@ -25,7 +25,6 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -40,6 +39,7 @@ from engines.render import SIZES
 from speech2face.assistant import AssistantAvatar, AudioOut, FaceEvent, SegmentEnd, VideoOut, face_from_seed, face_params
 
 from .admission import Full
+from .body import loads_strict
 from .errors import HttpError
 from .state import STATE, ServerState
 
@@ -86,9 +86,9 @@ class AssistantProtocol:
         if len(data) > MAX_MESSAGE_BYTES:
             raise ProtocolError(f"message over {MAX_MESSAGE_BYTES} bytes", 413, CLOSE_TOO_BIG)
         try:
-            body = json.loads(data)
-        except ValueError:
-            raise ProtocolError("text messages must be JSON objects") from None
+            body = loads_strict(data)  # NaN, 1e400, deep nesting, lone surrogates: a 400, not a crash
+        except HttpError as exc:
+            raise ProtocolError(f"text messages must be JSON objects: {exc}") from None
         if not isinstance(body, dict):
             raise ProtocolError("text messages must be JSON objects")
         return body

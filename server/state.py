@@ -7,7 +7,9 @@ assistants) imports it from here rather than from ``app`` (which imports them).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,13 +22,18 @@ from engines.animator import FaceAnimator, LayerCache, LayerFactory
 from engines.render import FaceLayers
 
 from . import ice
-from .admission import Admission, Full
+from .admission import Admission, Full, SharedAdmission
 from .batcher import ModelBatcher
 from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
-from .offer import parse_offer
+from .offer import parse_offer, skin_tones
+from .oneshot import OneShotQueue
+from .ratelimit import RateLimiter
+from .workers import WorkerGroup, came_from_worker, client_address
+
+log = logging.getLogger("speech2face.server")
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -36,14 +43,29 @@ CLIENT = web.AppKey("s2f_client_dir", Path)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Any = None,
+        layer_factory: LayerFactory | None = None,
+        group: WorkerGroup | None = None,
+    ) -> None:
         self.config = config
+        self.group = group  # None: a single process
         self.engine = engine
         self.layer_factory: LayerFactory = LayerCache(layer_factory or FaceLayers.build)
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
-        self.admission = Admission(config.session_budget)
+        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after, config.backend)
+        self.offer_limiter = RateLimiter(config.offers_per_minute)
+        self.upload_limiter = RateLimiter(config.uploads_per_minute)
+        self.admission: Admission = (
+            Admission(config.session_budget)
+            if group is None
+            else SharedAdmission(config.session_budget, group.admission_path, group.index)
+        )
+        self._forwarding = [0] * (group.count if group else 0)  # offers on their way to each worker
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
@@ -52,6 +74,7 @@ class ServerState:
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self.warm_task: asyncio.Future | None = None
         self.batcher: ModelBatcher | None = None
         self._trim_handle: asyncio.TimerHandle | None = None
 
@@ -62,6 +85,7 @@ class ServerState:
             t = loop.time()
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+            self.metrics.refresh()
 
     @property
     def ready(self) -> bool:
@@ -82,9 +106,9 @@ class ServerState:
             loop = asyncio.get_running_loop()
             self.engine = await loop.run_in_executor(
                 self.model_executor,
-                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=room_secret()),
             )
-        self.batcher = ModelBatcher(self.engine, self.model_executor)
+        self.batcher = ModelBatcher(self.engine, self.model_executor, on_encode=self.metrics.encoded)
         self.batcher.start()
 
     def make_animator(self, size: int, **kwargs: Any) -> FaceAnimator:
@@ -121,6 +145,9 @@ class ServerState:
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any) -> dict:
+        if self.admission.in_use >= self.admission.budget:  # full: say so before judging the offer
+            self.metrics.rejected_sessions.inc()
+            raise HttpError(f"server is full ({self.admission.budget} calls)", 503, self.retry_headers())
         options, offer = parse_offer(body, self.config)
         if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
@@ -147,9 +174,9 @@ class ServerState:
                 animator,
                 self.render_executor,
                 on_closed=self.call_closed,
+                call_id=self.group.new_call_id() if self.group else None,
             )
-            self.admission.release(placeholder)
-            self.admission.acquire(call.id)  # cannot fail: we just freed a slot
+            self.admission.rename(placeholder, call.id)  # the slot stays ours (workers share the budget)
             self.calls[call.id] = call
             self.metrics.live_sessions.set(len(self.calls))
             self.metrics.sessions_total.inc()
@@ -174,6 +201,34 @@ class ServerState:
                 await pc.close()
             raise
 
+    # --- workers: where an offer goes, who holds a call ---
+    def place(self, request: web.Request) -> int | None:
+        """The worker that should answer this offer: the least loaded (None: this one)."""
+        if self.group is None or came_from_worker(request):
+            return None
+        me = self.group.index
+        loads = [n + f for n, f in zip(self.admission.loads(), self._forwarding)]  # type: ignore[attr-defined]
+        ready = [i for i in range(len(loads)) if i == me or self.group.socket_path(i).exists()]  # not (re)starting
+        best = min(ready, key=lambda i: (loads[i], i != me))
+        return None if best == me or loads[best] >= loads[me] else best
+
+    async def forward_offer(self, target: int, raw: bytes, request: web.Request) -> tuple[int, dict[str, str], bytes]:
+        assert self.group is not None
+        self._forwarding[target] += 1
+        try:
+            return await self.group.forward(
+                target, "POST", "/offer", raw, {"Content-Type": "application/json"}, client=client_address(request)
+            )
+        finally:
+            self._forwarding[target] -= 1
+
+    def owner_elsewhere(self, call_id: str, request: web.Request) -> int | None:
+        """The other worker that holds this call (None: ours, unknown, or already forwarded)."""
+        if self.group is None or call_id in self.calls or came_from_worker(request):
+            return None
+        owner = self.group.owner_of(call_id)
+        return None if owner == self.group.index else owner
+
     def options_json(self) -> dict:
         ice_servers = (
             []
@@ -193,7 +248,7 @@ class ServerState:
             "default_size": self.config.size,
             "default_privacy": self.config.privacy,
             "fps": self.config.fps,
-            "skin_tones": _skin_tones(),
+            "skin_tones": skin_tones(),
             "ice_servers": ice_servers,
             "confident_seconds": CONFIDENT_SECONDS,
         }
@@ -211,7 +266,22 @@ def _load_malloc_trim():
 _malloc_trim = _load_malloc_trim()
 
 
-def _skin_tones() -> list[str]:
-    from engines.face import SKIN_TONES
+_generated_secret: str | None = None
 
-    return list(SKIN_TONES)
+
+def room_secret() -> str:
+    """``S2F_ROOM_SECRET``, else a random one for this process (warned once).
+
+    The room mode salts each face with this secret; an empty or public one would let anyone
+    who knows a room name compute its face mapping from the public code. A generated secret
+    keeps rooms unlinkable but changes every restart (faces in a room change with it); set
+    ``S2F_ROOM_SECRET`` to keep them across restarts and server replicas.
+    """
+    global _generated_secret
+    configured = os.environ.get("S2F_ROOM_SECRET", "")
+    if configured:
+        return configured
+    if _generated_secret is None:
+        _generated_secret = secrets.token_hex(32)
+        log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
+    return _generated_secret

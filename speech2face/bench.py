@@ -4,7 +4,7 @@ Timings are medians over repeated calls on one thread (the machine is shared; a 
 many short calls is what survives noise). The renderer's redraws and the VP8 encode they are
 compared with are measured as CPU time of this thread (``time.thread_time``), interleaved,
 so time other processes take on a shared machine is not counted against either. Budgets
-from ARCHITECTURE.md are printed next to each figure so a regression is visible, but
+from the README are printed next to each figure so a regression is visible, but
 nothing here fails a build: speed is tracked by reading these numbers, not by timed tests.
 
 ``--json`` prints one JSON object with every figure (the keys are listed in the README,
@@ -163,7 +163,7 @@ def run_bench(quick: bool = False, json_out: str | None = None) -> int:
         "refinement step: VAD + profile + decoder (p50)",
         float(np.median(steps)),
         "ms",
-        "budget 10 ms p50 (ARCHITECTURE.md)",
+        "budget 10 ms p50 (README)",
     )
     row("encoder_share_per_block_ms", "  + encoder share per 0.5 s block (0.625 partial)", 0.625 * o_ms_b1, "ms", "amortised")
 

@@ -11,6 +11,9 @@ import os
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# before any import of onnxruntime (piper-tts imports it too): see engines/__init__.py
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
 
 import importlib.util  # noqa: E402
 import sys  # noqa: E402

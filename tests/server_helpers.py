@@ -250,11 +250,13 @@ def use_loopback() -> None:
     ice.use_loopback_only(True)
 
 
-async def start_app(app) -> tuple[Any, str]:
+async def start_app(app, header_timeout: float = 10.0) -> tuple[Any, str]:
     """Run an aiohttp app on an ephemeral 127.0.0.1 port; returns (runner, base_url)."""
     from aiohttp import web
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    from server.runner import make_runner
+
+    runner = make_runner(app, header_timeout=header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -270,7 +272,7 @@ async def serving(engine: Any, config: Any) -> AsyncIterator[tuple[str, Any]]:
 
     use_loopback()
     app = create_app(config, engine=engine)
-    runner, url = await start_app(app)
+    runner, url = await start_app(app, config.header_timeout)
     try:
         yield url, app[STATE]
     finally:

@@ -111,7 +111,8 @@ async def test_sigterm_closes_peers_and_exits_cleanly(voice48k):
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", S2F_SESSION_BUDGET="3", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.serve", "--host", "127.0.0.1", "--port", str(port)],
+        # one process here; two workers and SIGTERM: tests/test_server_workers.py
+        [sys.executable, "-m", "server.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

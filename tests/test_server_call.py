@@ -66,7 +66,7 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     hello = res.status[0]
     assert hello["type"] == "hello" and hello["version"] == 0
     neutral = onnx_engine.pipeline().current.params.as_dict()
-    assert max(abs(hello["params"][k] - neutral[k]) for k in neutral) < 1e-6
+    assert max(abs(hello["face"]["params"][k] - neutral[k]) for k in neutral) < 1e-6
     early = [f for f in res.frames if f["audio_t"] < LEAD_S - 0.1]
     assert early and all(f["version"] == 0 for f in early)
 
@@ -74,15 +74,15 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     versions = [m["version"] for m in res.status if m["type"] == "status"]
     assert len(versions) >= 5, versions
     assert all(b > a for a, b in zip(versions, versions[1:])), versions
-    heard = [m["seconds_heard"] for m in res.status if m["type"] == "status"]
+    heard = [m["speech_seconds"] for m in res.status if m["type"] == "status"]
     assert heard == sorted(heard) and heard[-1] > 3.0
     frame_versions = [f["version"] for f in res.frames]
     assert frame_versions == sorted(frame_versions) and frame_versions[-1] == versions[-1]
 
     # the final face equals the one-shot analysis of the same audio (after Opus, within tolerance)
     final = res.status[-1]
-    oneshot = onnx_engine.analyze(speech, seconds=final["seconds_heard"])
-    live = np.array([final["params"][k] for k in oneshot.params.as_dict()])
+    oneshot = onnx_engine.analyze(speech, seconds=final["speech_seconds"])
+    live = np.array([final["face"]["params"][k] for k in oneshot.params.as_dict()])
     diff = np.abs(live - oneshot.params.vector)
     # Opus is not bit-exact, so the speaker embedding moves a little; traits must not,
     # identity params (a projection of the embedding) may move slightly more.
@@ -124,7 +124,7 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
     speech = read_wav_16k(speech_wav["male"])[: 16_000 * 3]
     caller = Caller(url, ArrayAudioTrack(to_48k(speech), loop=True))
     async with aiohttp.ClientSession() as session:
-        resp = await caller.connect(session, size=384, skin_tone="deep")
+        resp = await caller.connect(session, size=384, skin_tone="deep", seed="first look")
         assert resp.status == 200
         assert await wait_for(lambda: caller.result.video_size == (384, 384), 5.0)
         assert await wait_for(lambda: caller.channel.readyState == "open", 5.0)
@@ -132,11 +132,25 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
         from engines.face import SPECS_BY_NAME
 
         deep = SPECS_BY_NAME["skin_tone"].value_of("deep")
-        assert abs(caller.result.status[0]["params"]["skin_tone"] - deep) < 1e-6
+        assert abs(caller.result.status[0]["face"]["params"]["skin_tone"] - deep) < 1e-6
         caller.channel.send('{"type": "configure", "size": 256, "skin_tone": "light"}')
         assert await wait_for(lambda: caller.result.video_size == (256, 256), 5.0)
         light = SPECS_BY_NAME["skin_tone"].value_of("light")
-        assert await wait_for(lambda: abs(caller.result.status[-1]["params"]["skin_tone"] - light) < 1e-6, 5.0)
+        assert await wait_for(lambda: abs(caller.result.status[-1]["face"]["params"]["skin_tone"] - light) < 1e-6, 5.0)
+        # the look seed picks the colours the caller did not choose; "new look" sends a new seed
+        from engines.look import look_values
+
+        first, second = look_values("first look"), look_values("second look")
+        assert abs(caller.result.status[0]["face"]["params"]["hair_colour"] - first["hair_colour"]) < 1e-6
+        caller.channel.send('{"type": "configure", "seed": "second look"}')
+        assert await wait_for(
+            lambda: (
+                abs(caller.result.status[-1]["face"]["params"]["eye_colour"] - second["eye_colour"]) < 1e-6
+                and abs(caller.result.status[-1]["face"]["params"]["hair_colour"] - second["hair_colour"]) < 1e-6
+            ),
+            5.0,
+        )
+        assert abs(caller.result.status[-1]["face"]["params"]["skin_tone"] - light) < 1e-6  # the choice stays
         # download the live face
         r = await session.get(f"{url}/v1/calls/{caller.call_id}/avatar?format=svg")
         assert r.status == 200 and "<svg" in await r.text()
