@@ -227,6 +227,7 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
     from engines.pipeline import BLOCK_SAMPLES
     from engines.render import QUANTA, AvatarRenderer, FaceLayers, quantize
     from engines.viseme import VisemeEstimator
+    from server.call import face_interval
     from server.config import ServerConfig
     from server.vp8 import AvatarVp8Encoder
 
@@ -268,9 +269,12 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
             encode_one()
 
     # a real session through the live path: the pipeline's refinements over the looped speech
-    # go to a FaceAnimator (each redrawn from the face before) while it shows frames at the
-    # server's rate with the mouth driven by the same audio; mouth and eyelid crops are
-    # composited when a frame first shows them, and that CPU is counted with the redraws
+    # go to a FaceAnimator (each redrawn from the face before) the way a call hands them over
+    # (server/call.py: newest first, at most one rasterised face per ``face_interval``), while
+    # it shows frames at the server's rate with the mouth driven by the same audio; mouth and
+    # eyelid crops are composited when a frame first shows them, and that CPU is counted with
+    # the redraws. A refinement superseded before it was drawn costs nothing itself: the one
+    # drawn carries the cost.
     fps = ServerConfig().fps
     session_pcm = np.concatenate([pcm, pcm, pcm])[: 36 * 16000]
     built: list = []
@@ -287,9 +291,20 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
     anim = FaceAnimator(256, sway=False, layer_factory=factory, clock=lambda: now[0])
     sess = engine.pipeline()
     packet = 320  # 20 ms
-    redraws: list[float] = []
-    redrawn: list[bool] = []
+    redraws: list[float] = []  # CPU per refinement
+    redrawn: list[bool] = []  # ... whether it was drawn (a visible change)
+    wanted: tuple | None = None  # (refinement index, params, earliest time to draw it)
+    last_raster = -1e9
+    superseded = 0  # refinements a newer one replaced before they were drawn
     next_frame = 0.0
+
+    def hand_over(k: int, p: FaceParams) -> None:
+        n_built = len(built)
+        ms, _ = _timed(partial(anim.set_face, p, k + 1))
+        redraws[k] += ms
+        redrawn[k] = redrawn[k] or (len(built) > n_built and drew[-1])
+        encode_one()
+
     for i in range(0, len(session_pcm) - packet + 1, packet):
         now[0] = i / 16000
         anim.push_audio(session_pcm[i : i + packet], 16000, arrival=now[0])
@@ -299,11 +314,18 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
         if (i + packet) % BLOCK_SAMPLES == 0:
             u = sess.push(session_pcm[i + packet - BLOCK_SAMPLES : i + packet])
             if u is not None:
-                n_built = len(built)
-                ms, _ = _timed(partial(anim.set_face, u.params, len(redraws) + 1))
-                redraws.append(ms)
-                redrawn.append(len(built) > n_built and drew[-1])
-                encode_one()
+                redraws.append(0.0)
+                redrawn.append(False)
+                k = len(redraws) - 1
+                superseded += wanted is not None
+                if not anim.differs(u.params):
+                    wanted = None
+                    hand_over(k, u.params)  # cheap: only the version moves
+                else:
+                    wanted = (k, u.params, last_raster + face_interval(u.seconds_heard))
+        if wanted is not None and now[0] >= wanted[2]:
+            hand_over(wanted[0], wanted[1])
+            wanted, last_raster = None, now[0]
     anims = {id(x): x for lay in built for x in (lay.mouth, lay.eyes) if x is not None}.values()
     lazy_ms = 1000 * sum(x.cpu_s - (x.cpu_at_build or 0.0) for x in anims)
     lazy_n = sum(x.composited for x in anims) - sum(1 for x in anims if x.cpu_at_build is not None)
@@ -336,6 +358,7 @@ def _bench_renderer(engine, pcm: np.ndarray, reps: int, row, section) -> None:
     mean = (float(np.sum(redraws)) + lazy_ms) / len(redraws)
     visible = (float(np.sum(np.array(redraws)[redrawn])) + lazy_ms) / max(1, n_drawn)
     row("refinements_in_session", f"refinements in a {len(session_pcm) / 16000:.0f} s session ({fps:g} fps)", len(redraws), "")
+    row("refinements_superseded", "  of which a newer one replaced before it was drawn", superseded, "")
     row("refinements_redrawn", "  of which drew something (a visible change)", n_drawn, "")
     row("crops_composited_later", "  mouth/eyelid crops composited when first shown", lazy_n, "")
     row("crops_composited_later_ms", "  ... their CPU, all together", lazy_ms, "ms")
