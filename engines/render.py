@@ -246,10 +246,11 @@ class _Image:
     """A part (or one variant of an animated part) rasterised alone: a premultiplied image
     and its pixel box (in the frame for static parts, around the part's origin for variants)."""
 
-    __slots__ = ("image", "box")
+    __slots__ = ("image", "box", "pixels")
 
-    def __init__(self, image, box: tuple[int, int, int, int]) -> None:
+    def __init__(self, image, box: tuple[int, int, int, int], pixels: np.ndarray) -> None:
         self.image, self.box = image, box
+        self.pixels = pixels  # the image's pixels (it reads them without a copy)
 
 
 def _raster(shapes: list, size: int, linear: Affine | None = None) -> _Image | None:
@@ -262,10 +263,13 @@ def _raster(shapes: list, size: int, linear: Affine | None = None) -> _Image | N
     every face whose part sits anywhere. Every image of one kind is drawn onto the same
     device, so its pixels depend only on its shapes (Skia's anti-aliasing depends on the
     device clip a path is drawn under): an incremental redraw is exact by construction."""
+    if not shapes:
+        return None
     skia = _skia()
     s = size / DESIGN
     extent = size if linear is None else size // 2
-    surf = skia.Surface.MakeRaster(_info(extent, extent))
+    scratch = _scratch(extent)
+    surf = _surface(scratch)
     c = surf.getCanvas()
     c.clear(skia.Color4f(0, 0, 0, 0))
     o = extent // 2
@@ -274,13 +278,31 @@ def _raster(shapes: list, size: int, linear: Affine | None = None) -> _Image | N
     else:
         c.concat(skia.Matrix.MakeAll(linear.a * s, linear.b * s, o, linear.d * s, linear.e * s, o, 0, 0, 1))
     box = draw_shapes(c, shapes)
+    del c, surf
     if linear is not None:
         box = _map_box(box, Affine(linear.a, linear.b, o / s, linear.d, linear.e, o / s))
     px = _px_box(box, size, extent)
     if px is None:
         return None
-    image = surf.makeImageSnapshot(skia.IRect.MakeLTRB(*px))
-    return _Image(image, px if linear is None else _shift(px, -o, -o))
+    x0, y0, x1, y1 = px
+    pixels = np.ascontiguousarray(scratch[y0:y1, x0:x1])
+    image = skia.Image.fromarray(pixels, skia.kBGRA_8888_ColorType, skia.kPremul_AlphaType, copy=False)
+    return _Image(image, px if linear is None else _shift(px, -o, -o), pixels)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(extent: int) -> np.ndarray:
+    """This thread's drawing buffer of one extent: a part is drawn there, then its box copied
+    out (a fresh Skia surface per part cost more than drawing a small part)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get(extent)
+    if buf is None:
+        buf = bufs[extent] = np.empty((extent, extent, 4), np.uint8)
+    return buf
 
 
 class _Variants:
