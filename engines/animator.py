@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def build_layers(factory: LayerFactory, params: FaceParams, size: int, previous:
     """``factory(params, size)``, passing the face on screen when the factory can reuse it
     (``accepts_previous``: the renderer then redraws only the parts that changed visibly)."""
     if previous is not None and getattr(factory, "accepts_previous", False):
-        return factory(params, size, previous=previous)
+        return factory(params, size, previous=previous)  # type: ignore[call-arg]
     return factory(params, size)
 
 
@@ -206,8 +206,8 @@ class FaceAnimator:
         self._cache: OrderedDict[tuple, np.ndarray | bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
-        self._yuv = None  # PyAV reformatter, made on first use
-        self._last: tuple[tuple | None, np.ndarray] | None = None  # (cache key, rgb) of the last frame
+        self._yuv: Any = None  # PyAV reformatter, made on first use
+        self._last: tuple[tuple | None, np.ndarray | None] | None = None  # (cache key, rgb) of the last frame
         self.faces_rasterised = 1
         self.cache_hits = 0
         self.cache_misses = 0
@@ -342,17 +342,18 @@ class FaceAnimator:
         morph = smoothstep((t - self._morph_start) / MORPH_S) if prev is not None else 1.0
         if morph >= 1.0:
             self._prev = None  # the morph is over: let the old layers go
-        key = (cur.serial, mouth, blink, sway) if morph >= 1.0 else None
+        key: tuple | None = (cur.serial, mouth, blink, sway) if morph >= 1.0 else None
         image = self._cache.get(key + (fmt,)) if key is not None else None
-        cached = image is not None
-        if cached:
+        if image is not None and key is not None:
+            cached = True
             self._cache.move_to_end(key + (fmt,))
             self.cache_hits += 1
             self._last = (key, None)
         else:
+            cached = False
             self.cache_misses += 1
             rgb = cur.layers.compose(mouth, blink)
-            if morph < 1.0:
+            if prev is not None and morph < 1.0:
                 rgb = crossfade(prev.layers.compose(mouth, blink), rgb, morph)
             if sway:
                 rgb = _shift_rows(rgb, sway)
@@ -373,12 +374,15 @@ class FaceAnimator:
             if hit is not None:
                 return hit
             if rgb is None:
-                rgb = self._cache.get(key + ("rgb24",))
+                stored = self._cache.get(key + ("rgb24",))
+                rgb = stored if isinstance(stored, np.ndarray) else None
             if rgb is None:  # only another format was cached: recompose (rare)
                 serial, mouth, blink, sway = key
                 rgb = self._cur.layers.compose(mouth, blink)
                 rgb = _shift_rows(rgb, sway) if sway else rgb
                 rgb.setflags(write=False)
+        if rgb is None:  # a frame in a morph keeps its rgb (no key)
+            raise RuntimeError("the last frame's picture is gone")
         return self._convert(key, rgb, fmt)
 
     def _convert(self, key: tuple | None, rgb: np.ndarray, fmt: str) -> np.ndarray | bytes:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -238,6 +238,16 @@ def _overlap(a, b) -> bool:
     return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+T = TypeVar("T")
+
+
+def _present(x: T | None) -> T:
+    """``x``, which the caller knows is set (layers built with ``animated`` have crops)."""
+    if x is None:
+        raise ValueError("these layers were built without animated parts")
+    return x
+
+
 def _shift(b, dx: int, dy: int):
     return None if b is None else (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)
 
@@ -379,6 +389,7 @@ def _variant_copies(part: _Part, name: str, variant=None):
     else:
         b = variant if variant is not None else 0.0
         keys = [(b, -1), (b, 1)]
+    assert part.variants is not None
     for key, (ox, oy) in zip(keys, part.origins):
         img = part.variants.get(key)
         if img is not None:
@@ -470,7 +481,8 @@ class FaceLayers:
         if previous is not None and np.array_equal(shown.vector, previous.shown.vector):
             return previous  # nothing visible changed (layers are read-only: sharing is safe)
         model = FaceModel(shown)
-        bg = tuple(int(round(c * 255)) for c in model.pal.bg)
+        r, g, b = (int(round(c * 255)) for c in model.pal.bg)
+        bg = (r, g, b)
         s = size / DESIGN
         parts: dict[str, _Part] = {}
         changed: list[str] = []  # parts whose pixels changed
@@ -479,6 +491,7 @@ class FaceLayers:
         for name in PARTS:
             old = previous.parts.get(name) if previous is not None else None
             if name in ANIMATED:
+                placed: tuple[Affine, ...]
                 if name == "mouth":
                     key, placed = model.mouth_key(), (model.mouth_affine(),)
                 else:
@@ -534,9 +547,9 @@ class FaceLayers:
                     _draw_part(canvas, part, name)
             del canvas, surf
         same = previous is not None and not changed
-        layers = cls(size, shown, bg, parts, rgba, previous.base if same else _rgb(rgba))
+        layers = cls(size, shown, bg, parts, rgba, previous.base if previous is not None and same else _rgb(rgba))
         crops = 0
-        if same:
+        if previous is not None and same:
             layers.mouth, layers.eyes, layers.look = previous.mouth, previous.eyes, previous.look
         elif animated:
             for name in ANIMATED:
@@ -546,21 +559,29 @@ class FaceLayers:
                 touched = previous is None or any(
                     _overlap(box, parts[c].px) or _overlap(box, previous.parts[c].px) for c in changed
                 )
-                if old_anim is not None and old_anim.box == box and not touched and bg == previous.background:
+                if (
+                    previous is not None
+                    and old_anim is not None
+                    and old_anim.box == box
+                    and not touched
+                    and bg == previous.background
+                ):
                     anim = old_anim
                 else:
                     anim = layers._animated(name, box)
                     crops += 1
                 setattr(layers, name, anim)
             # the rest crops are the frame's own pixels
-            for anim, rest in ((layers.mouth, ("rest", 0.0)), (layers.eyes, 0.0)):
+            for made, rest in ((layers.mouth, ("rest", 0.0)), (layers.eyes, 0.0)):
+                anim = _present(made)
                 x0, y0, x1, y1 = anim.box
                 layers.base[y0:y1, x0:x1] = anim.get(rest)
                 if anim.cpu_at_build is None:
                     anim.cpu_at_build = anim.cpu_s
             for name in ANIMATED:
-                if parts[name].variants.cpu_at_build is None:
-                    parts[name].variants.cpu_at_build = parts[name].variants.cpu_s
+                variants = _present(parts[name].variants)
+                if variants.cpu_at_build is None:
+                    variants.cpu_at_build = variants.cpu_s
         layers.stats = {
             "parts_rebuilt": rebuilt,
             "parts_redrawn": len(changed),
@@ -600,7 +621,7 @@ class FaceLayers:
     # -- reading ----------------------------------------------------------------------
     def crop(self, kind: str, variant, box: tuple[int, int, int, int]) -> np.ndarray:
         """A variant of one animated part, seen through an arbitrary (larger) box."""
-        anim = self.mouth if kind == "mouth" else self.eyes
+        anim = _present(self.mouth if kind == "mouth" else self.eyes)
         full = self.base.copy()
         x0, y0, x1, y1 = anim.box
         full[y0:y1, x0:x1] = anim.get(variant)
@@ -611,8 +632,8 @@ class FaceLayers:
         """The cross-fade of two faces frozen at ``t``, as a layer set of its own."""
         w = int(round(t * 256))
         base = _mix(a.base, b.base, w)
-        mb = _union(a.mouth.box, b.mouth.box)
-        eb = _union(a.eyes.box, b.eyes.box)
+        mb = _union(_present(a.mouth).box, _present(b.mouth).box)
+        eb = _union(_present(a.eyes).box, _present(b.eyes).box)
         if _overlap(mb, eb):
             return b
         mouth = _Animated(mb, {v: _mix(a.crop("mouth", v, mb), b.crop("mouth", v, mb), w) for v in _MOUTH_VARIANTS})
@@ -623,11 +644,11 @@ class FaceLayers:
         out = self.base.copy()
         m = self._mouth_crop(mouth, viseme)
         if m is not None:
-            x0, y0, x1, y1 = self.mouth.box
+            x0, y0, x1, y1 = _present(self.mouth).box
             out[y0:y1, x0:x1] = m
-        e = _level(self.eyes.get, _BLINKS, blink)
+        e = _level(_present(self.eyes).get, _BLINKS, blink)
         if e is not None:
-            x0, y0, x1, y1 = self.eyes.box
+            x0, y0, x1, y1 = _present(self.eyes).box
             out[y0:y1, x0:x1] = e
         return out
 
@@ -667,9 +688,9 @@ class FaceLayers:
             return None
         if v == "F":
             f = min(1.0, max(0.0, openness) / F_FULL_AT)
-            return _level(self.mouth.get, [("rest", 0.0), ("F", 1.0)], f)
+            return _level(_present(self.mouth).get, [("rest", 0.0), ("F", 1.0)], f)
         levels = [("rest", 0.0)] + [(v, i / (MOUTH_LEVELS - 1)) for i in range(1, MOUTH_LEVELS)]
-        return _level(self.mouth.get, levels, openness)
+        return _level(_present(self.mouth).get, levels, openness)
 
 
 def crossfade(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:

@@ -84,7 +84,9 @@ class Path:
                 out.append(op)
                 continue
             v = op[1:]
-            out.append((op[0], *[x for i in range(0, len(v), 2) for x in (a * v[i] + b * v[i + 1] + c, d * v[i] + e * v[i + 1] + f)]))
+            out.append(
+                (op[0], *[x for i in range(0, len(v), 2) for x in (a * v[i] + b * v[i + 1] + c, d * v[i] + e * v[i + 1] + f)])
+            )
         return Path(out)
 
     def translated(self, dx: float, dy: float) -> "Path":
@@ -412,7 +414,7 @@ def draw_shapes(canvas, shapes: Iterable[Shape]) -> tuple[float, float, float, f
                 open_clip = clip
         if s.fill is not None:
             canvas.drawPath(sp, _paint(s.fill, s.opacity))
-        if stroke:
+        if s.stroke is not None and stroke:
             canvas.drawPath(sp, _paint(s.stroke, s.opacity, s.stroke_width))
         box.join(bounds)
     if open_clip is not None:

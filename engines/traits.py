@@ -45,7 +45,8 @@ class TraitConstants:
         np.savez(
             path,
             probe=self.probe.astype(np.float32),
-            **{k: np.float32(getattr(self, k)) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias")},
+            # numpy's stub reads ``**`` as possibly holding ``allow_pickle``; these names never do
+            **{k: np.float32(getattr(self, k)) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias")},  # type: ignore[arg-type]
         )
 
 
