@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,9 @@ class TraitConstants:
     bias: float = 0.0
 
     def save(self, path: Path = TRAITS_PATH) -> None:
-        np.savez(
-            path,
-            probe=self.probe.astype(np.float32),
-            # numpy's stub reads ``**`` as possibly holding ``allow_pickle``; these names never do
-            **{k: np.float32(getattr(self, k)) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias")},  # type: ignore[arg-type]
-        )
+        arrays: dict[str, Any] = {"probe": self.probe.astype(np.float32)}
+        arrays.update({k: np.float32(getattr(self, k)) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias")})
+        np.savez(path, **arrays)
 
 
 def load_traits(path: Path = TRAITS_PATH) -> TraitConstants:

@@ -42,6 +42,13 @@ WATCHDOG_PERIOD = 0.5
 #: the least time between two rasterised faces of one call, young and confident (``face_interval``)
 YOUNG_FACE_INTERVAL = 1.0
 SETTLED_FACE_INTERVAL = 3.0
+TEARDOWN_WAIT = 5.0  # seconds a closing call may wait for its transports before its slot is freed
+
+
+def _log_teardown_failure(task: asyncio.Future) -> None:
+    """A transport that fails while closing a finished call is worth one line, not a traceback."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("%s failed: %s", task.get_name(), task.exception() or type(task.exception()).__name__)
 
 
 def face_interval(seconds_heard: float) -> float:
@@ -101,6 +108,7 @@ class Call:
         self.closed = asyncio.Event()
         self._closing = False
         self._closer: asyncio.Task | None = None
+        self.teardown: set[asyncio.Future] = set()  # what was still closing when the slot was released
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
@@ -378,6 +386,13 @@ class Call:
             self._closer = asyncio.ensure_future(self.close(reason))
 
     async def close(self, reason: str = "closed") -> None:
+        """Stop the call's work, give its slot back, then let the transports finish closing.
+
+        The slot is released after at most ``TEARDOWN_WAIT`` seconds even when aiortc's
+        ``pc.close()`` (or a task ignoring its cancellation) takes longer: a caller who hung up
+        must never keep a place in a full server. What is still running then is kept in
+        ``self.teardown`` and logged, not abandoned.
+        """
         if self._closing:
             await self.closed.wait()
             return
@@ -391,12 +406,18 @@ class Call:
             t.cancel()
         self.video.stop()
         self.animator.close()
-        try:
-            await asyncio.wait_for(self.pc.close(), timeout=5.0)
-        except Exception:
-            log.warning("call %s: peer close failed", self.id, exc_info=True)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        pc_close = asyncio.ensure_future(self.pc.close())
+        pc_close.set_name(f"call-{self.id}-pc-close")
+        pc_close.add_done_callback(_log_teardown_failure)
+        _, pending = await asyncio.wait([pc_close, *tasks], timeout=TEARDOWN_WAIT)
+        if pending:
+            log.warning(
+                "call %s: %s still running %.0f s after close; its slot is released anyway",
+                self.id,
+                ", ".join(sorted(t.get_name() for t in pending)),
+                TEARDOWN_WAIT,
+            )
+        self.teardown = pending
         self.feed.clear()
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
