@@ -39,6 +39,8 @@ log = logging.getLogger("speech2face.call")
 
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
+#: the least time between two rasterised faces of one call, young and confident (``face_interval``)
+YOUNG_FACE_INTERVAL = 1.0
 SETTLED_FACE_INTERVAL = 3.0
 TEARDOWN_WAIT = 5.0  # seconds a closing call may wait for its transports before its slot is freed
 
@@ -47,6 +49,17 @@ def _log_teardown_failure(task: asyncio.Future) -> None:
     """A transport that fails while closing a finished call is worth one line, not a traceback."""
     if not task.cancelled() and task.exception() is not None:
         log.info("%s failed: %s", task.get_name(), task.exception() or type(task.exception()).__name__)
+
+
+def face_interval(seconds_heard: float) -> float:
+    """How long after one rasterised face the next may be drawn (the newest refinement then).
+
+    Early refinements are big (traits, then identity) and come every 0.5 s; drawn every one,
+    the face would spend most of its time in 0.3 s morphs and each redraw costs the CPU of
+    several encoded frames, so a young face takes the newest refinement once a second. Once
+    the face is confident refinements are small: at most every 3 s.
+    """
+    return YOUNG_FACE_INTERVAL if seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -221,9 +234,7 @@ class Call:
 
     def _accept_update(self, update: Any) -> None:
         self.current = update
-        # Early refinements are big and each one shows (traits, then identity); once the
-        # face is confident they are small, so re-rasterise at most every 3 s.
-        self._face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
+        self._face_interval = face_interval(update.seconds_heard)
         self._face_wanted = (update.params, update.version)
         self._face_changed.set()
         self._send_status(update)
