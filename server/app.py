@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
-from . import ice, vp8
+from . import ice, rooms, vp8
 from .call import Call
 from .config import SIZES, ServerConfig
 from .errors import HttpError, json_error
@@ -91,6 +91,10 @@ async def healthz(request: web.Request) -> web.Response:
         "uptime_s": round(time.time() - state.started_at, 1),
         "pid": os.getpid(),
     }
+    room_health = rooms.health(request.app)
+    if ready and room_health.pop("degraded", False):
+        body["status"] = "degraded"  # 1:1 calls work; rooms wait for Janus to come back
+    body.update(room_health)
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -146,6 +150,7 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
 
     if config.is_loopback:
         ice.use_loopback_only(True)
+    ice.use_patient_consent()
     vp8.use_avatar_vp8()
     app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
     state = ServerState(config, engine, renderer_factory)
@@ -160,6 +165,7 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", app[CLIENT], show_index=False)
+    rooms.register(app)
 
     async def startup(app: web.Application) -> None:
         state.lag_task = asyncio.ensure_future(state.watch_loop_lag())

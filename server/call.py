@@ -88,6 +88,7 @@ class Call:
         self.connected_at: float | None = None
         self.last_audio_at: float | None = None
         self.closed = asyncio.Event()
+        self.closing = asyncio.Event()  # set when close() starts (a room member leaves Janus at once)
         self._closing = False
         self._closer: asyncio.Task | None = None
         self.close_reason: str | None = None
@@ -112,6 +113,9 @@ class Call:
         )
         self.current = self.pipeline.current
         self.mouth = MouthEnvelope()
+        #: also gets every decoded audio frame with its arrival time (a room member's feed
+        #: carries the caller's own voice, delayed to match the avatar)
+        self.audio_sink: Callable[[av.AudioFrame, float], None] | None = None
         self.video = AvatarVideoTrack(
             renderer,
             renderer_factory,
@@ -233,6 +237,8 @@ class Call:
             self.last_audio_at = now
             raw = frame.to_ndarray()
             self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            if self.audio_sink is not None:
+                self.audio_sink(frame, now)
             if self.face_final:
                 continue  # the mouth still moves; the model needs no more audio
             for out in resampler.resample(frame):
@@ -342,6 +348,7 @@ class Call:
             await self.closed.wait()
             return
         self._closing = True
+        self.closing.set()
         self.close_reason = reason
         log.info("call %s closing: %s", self.id, reason)
         current = asyncio.current_task()

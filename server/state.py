@@ -24,6 +24,7 @@ from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
 from .offer import parse_offer
+from .turn import ice_servers_for_browser
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -112,7 +113,9 @@ class ServerState:
             await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
 
     # --- signalling shared by POST /offer and the websocket ---
-    async def answer(self, body: Any) -> dict:
+    async def answer(self, body: Any, *, send_video: bool = True) -> dict:
+        """Answer a caller's offer with a new Call; ``send_video=False`` for a room member,
+        whose avatar leaves through Janus rather than back on this peer connection."""
         options, offer = parse_offer(body, self.config)
         if self.engine is None or self.renderer_factory is None:
             raise HttpError("engine is still loading", 503, self.retry_headers())
@@ -153,9 +156,10 @@ class ServerState:
             kinds = {t.kind for t in pc.getTransceivers()}
             if "audio" not in kinds:
                 raise HttpError("the offer has no audio (microphone) track")
-            if "video" not in kinds:
-                raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
-            pc.addTrack(call.video)
+            if send_video:
+                if "video" not in kinds:
+                    raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
+                pc.addTrack(call.video)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "call_id": call.id}
@@ -168,18 +172,7 @@ class ServerState:
             raise
 
     def options_json(self) -> dict:
-        ice_servers = (
-            []
-            if self.config.is_loopback
-            else [
-                {
-                    "urls": s.urls,
-                    **({"username": s.username} if s.username else {}),
-                    **({"credential": s.credential} if s.credential else {}),
-                }
-                for s in self.config.ice_servers
-            ]
-        )
+        ice_servers = ice_servers_for_browser(self.config, "call")
         return {
             "sizes": list(SIZES),
             "privacy_modes": list(PRIVACY_MODES),

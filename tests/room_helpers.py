@@ -1,0 +1,97 @@
+"""The real server app with its rooms on an ephemeral loopback port, Janus started by the
+server from our config (the same path as ``make run``), and the voices the room tests use."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from server.config import ServerConfig
+from tests import voices
+from tests.server_helpers import read_wav_16k, start_app, to_48k, use_loopback
+
+
+@contextlib.asynccontextmanager
+async def serving_rooms(engine: Any, config: ServerConfig) -> AsyncIterator[tuple[str, Any, Any]]:
+    """Yields (base_url, ServerState, RoomService) once Janus is up."""
+    from server.app import create_app
+    from server.rooms import ROOMS
+    from server.state import STATE
+
+    use_loopback()
+    app = create_app(config, engine=engine)
+    runner, url = await start_app(app)
+    try:
+        svc = app[ROOMS]
+        assert await svc.supervisor.wait_up(15.0), svc.supervisor.status()
+        yield url, app[STATE], svc
+    finally:
+        await runner.cleanup()
+
+
+def voice_48k(name: str, sentence: int = voices.LONG_SENTENCE_INDEX):
+    """A synthetic voice's sentence as 48 kHz mono float (what a microphone would give)."""
+    return to_48k(read_wav_16k(voices.synthesize(voices.voice_by_name(name), sentence)))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def server_process(*args: str, log_path: str | None = None) -> AsyncIterator[tuple[str, Any]]:
+    """``speech2face serve`` in its own process (as ``make run`` starts it), rooms and Janus
+    included; yields (base_url, Popen) once its engine is loaded and its Janus is up.
+
+    Room sizes of 8 need this: one process serving eight avatars *and* hosting eight
+    participants' 112 incoming streams would measure the test's own GIL, not the server.
+    """
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import aiohttp
+
+    use_loopback()  # our participants gather 127.0.0.1 like the server does
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    log = open(log_path or os.devnull, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.serve", "--port", str(port), "--no-frame-events", *args],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, "server exited"
+                assert time.monotonic() < deadline, "server not ready within 60 s"
+                try:
+                    async with http.get(url + "/healthz") as r:
+                        body = await r.json()
+                        if r.status == 200 and body.get("rooms", {}).get("janus", {}).get("state") == "up":
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
