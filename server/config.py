@@ -54,7 +54,7 @@ class ServerConfig:
     janus_rtp_ports: str = "20000-40000"  # UDP range a supervised Janus uses for media (open it in the firewall)
     janus_public_ip: str | None = None  # 1:1 NAT address for a supervised Janus's candidates
     room_cap: int = 8  # people per room
-    audio_delay_ms: float = 60.0  # a room feed's voice is sent this late, to leave with the frame that mouths it
+    audio_delay_ms: float = 0.0  # extra delay of a room feed's voice (measured: receivers' lip-sync needs none; lipsync.py)
     turn_secret: str | None = None  # coturn static-auth-secret: browsers get time-limited REST credentials
     turn_urls: str | None = None  # comma list of turn:/turns: URLs those credentials are for
     turn_ttl: int = 6 * 3600
@@ -171,7 +171,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "janus_rtp_ports": ("JANUS_RTP_PORTS", str, "UDP port range of a supervised Janus (min-max)"),
     "janus_public_ip": ("JANUS_PUBLIC_IP", str, "public address a supervised Janus advertises (1:1 NAT)"),
     "room_cap": ("ROOM_CAP", int, "people per room"),
-    "audio_delay_ms": ("AUDIO_DELAY_MS", float, "room feeds: delay of the voice so it matches the avatar's mouth"),
+    "audio_delay_ms": ("AUDIO_DELAY_MS", float, "room feeds: extra delay of the voice behind the avatar (default 0: measured)"),
     "turn_secret": ("TURN_SECRET", str, "coturn static-auth-secret (REST API credentials for browsers)"),
     "turn_urls": ("TURN_URLS", str, "comma list of turn: URLs for those credentials"),
     "turn_ttl": ("TURN_TTL", int, "lifetime of TURN credentials in seconds"),

@@ -122,7 +122,7 @@ class JanusSupervisor:
         self._log_task: asyncio.Task | None = None
         self._runtime: Path | None = None
         self._errors: deque[str] = deque(maxlen=5)
-        self._up = asyncio.Event()
+        self._changed = asyncio.Event()
         self._stopping = False
         self._kick = asyncio.Event()
 
@@ -140,8 +140,15 @@ class JanusSupervisor:
             await self.wait_up(wait)
 
     async def wait_up(self, timeout: float) -> bool:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout)
+        """Wait until Janus is up (True) or cannot run here / timeout (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.state not in ("up", "unavailable"):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
         return self.state == "up"
 
     async def stop(self) -> None:
@@ -277,7 +284,6 @@ class JanusSupervisor:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _teardown(self) -> None:
-        self._up.clear()
         client, self.client = self.client, None
         if client is not None:
             await client.close()
@@ -313,8 +319,7 @@ class JanusSupervisor:
     def _set_state(self, state: str, detail: str) -> None:
         changed = state != self.state
         self.state, self.detail = state, detail
-        if state == "up":
-            self._up.set()
+        self._changed.set()
         if changed:
             for listener in list(self._listeners):
                 try:

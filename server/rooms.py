@@ -40,6 +40,7 @@ MAX_NAME_CHARS = 32
 MAX_MESSAGE_CHARS = 128 * 1024
 ROOM_BITRATE = 300_000  # bits/s REMB cap for a 256–512 px cartoon at 15 fps: plenty
 KEYFRAME_EVERY_S = 10
+JANUS_START_WAIT_S = 5.0
 
 
 def display_name(raw: Any) -> str:
@@ -72,7 +73,8 @@ class RoomService:
     async def start(self) -> None:
         if self.supervisor is not None:
             self.supervisor.on_state(self._on_janus_state)
-            await self.supervisor.start(wait=0.0)  # Janus comes up in the background (~0.1 s)
+            # Janus is up in ~0.1 s; serve once it is (or once we know it cannot run here)
+            await self.supervisor.start(wait=JANUS_START_WAIT_S)
 
     async def stop(self) -> None:
         members = list(self.members.values())

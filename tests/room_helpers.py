@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, AsyncIterator
 
+from server import ice
 from server.config import ServerConfig
 from tests import voices
 from tests.server_helpers import read_wav_16k, start_app, to_48k, use_loopback
@@ -27,6 +28,19 @@ async def serving_rooms(engine: Any, config: ServerConfig) -> AsyncIterator[tupl
         yield url, app[STATE], svc
     finally:
         await runner.cleanup()
+
+
+#: eight different synthetic voices (four female, four male), one per participant
+ROOM_VOICES = (
+    "espeak-en-us-f3",
+    "mbrola-us2",
+    "espeak-en-m3",
+    "mbrola-us1",
+    "espeak-en-f2",
+    "mbrola-de2",
+    "espeak-fr-m3",
+    "mbrola-fr4",
+)
 
 
 def voice_48k(name: str, sentence: int = voices.LONG_SENTENCE_INDEX):
@@ -60,6 +74,7 @@ async def server_process(*args: str, log_path: str | None = None) -> AsyncIterat
     import aiohttp
 
     use_loopback()  # our participants gather 127.0.0.1 like the server does
+    ice.use_patient_consent()  # and, like it, tolerate a peer that answers consent checks late
     root = Path(__file__).resolve().parent.parent
     port = free_port()
     url = f"http://127.0.0.1:{port}"

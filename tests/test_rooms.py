@@ -19,27 +19,17 @@ from server.config import ServerConfig
 from server.janus_config import JanusSettings
 from server.janus_supervisor import JanusSupervisor, find_janus
 from tests.room_client import RoomError, RoomParticipant, count_video_without_decoding
-from tests.room_helpers import serving_rooms, voice_48k
+from tests.room_helpers import ROOM_VOICES, serving_rooms, voice_48k
 from tests.server_helpers import ArrayAudioTrack, serving, wait_for
 
 pytestmark = pytest.mark.skipif(find_janus() is None, reason="Janus is not installed (apt-get install janus)")
 
-VOICES = (
-    "espeak-en-us-f3",
-    "mbrola-us2",
-    "espeak-en-m3",
-    "mbrola-us1",
-    "espeak-en-f2",
-    "mbrola-de2",
-    "espeak-fr-m3",
-    "mbrola-fr4",
-)
 MIN_FPS = 12.0
 
 
 @pytest.fixture(scope="module")
 def speech():
-    return [voice_48k(v, 0) for v in VOICES]
+    return [voice_48k(v, 0) for v in ROOM_VOICES]
 
 
 @pytest_asyncio.fixture

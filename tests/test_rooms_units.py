@@ -93,6 +93,10 @@ async def test_delayed_audio_leaves_late_in_order_and_never_drifts():
     # silence until 60 ms after arrival, then the packets in order, then silence again
     assert values[:3] == [0, 0, 0] and values[3:8] == [1, 2, 3, 4, 5], out
     assert [p for _, _, p in out] == [i * SAMPLES for i in range(8)]
+    # a stalled reader skips send slots: RTP time keeps following the wall clock
+    now[0] += 0.5
+    late = await track.recv()
+    assert late.pts == int((now[0] - 100.0) / PTIME + 1e-6) * SAMPLES
     # a burst (the caller's jitter buffer releasing a backlog) is dropped back to the target delay
     t = now[0]
     for k in range(20):
