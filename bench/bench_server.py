@@ -13,6 +13,14 @@ frame period + 20 ms).
 
     python bench/bench_server.py --callers 4 --seconds 30
     python bench/bench_server.py --json results.json
+
+``--upload-burst N`` measures something else: fair sharing between calls and one-shot
+uploads. Our server alone, ``--callers`` (default 2 here) callers talking; the calls'
+refinement latency (the server's histogram) over a quiet window, then over a burst of N
+parallel ``POST /v1/avatar`` uploads of a long clip; prints both, the uploads' outcomes and
+latencies. ``--server-root DIR`` runs the server from another checkout (the "before").
+
+    python bench/bench_server.py --upload-burst 20 --callers 2
 """
 
 from __future__ import annotations
@@ -136,7 +144,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:  # a loaded machine starts slowly
     import aiohttp
 
     deadline = time.monotonic() + timeout
@@ -155,13 +163,19 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) 
             await asyncio.sleep(0.2)
 
 
-def speech_48k() -> np.ndarray:
-    from tests.server_helpers import make_speech_wav, read_wav_16k, to_48k
+def speech_16k() -> np.ndarray:
+    from tests.server_helpers import make_speech_wav, read_wav_16k
 
     path = Path(os.environ.get("S2F_BENCH_WAV", "/tmp/s2f_bench_speech.wav"))
     if not path.exists():
         make_speech_wav(path, "en+f3")
-    return to_48k(read_wav_16k(path))
+    return read_wav_16k(path)
+
+
+def speech_48k() -> np.ndarray:
+    from tests.server_helpers import to_48k
+
+    return to_48k(speech_16k())
 
 
 async def measure(args: argparse.Namespace) -> dict:
@@ -276,6 +290,159 @@ async def measure(args: argparse.Namespace) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- upload burst
+LATENCY_METRIC = "s2f_refinement_latency_seconds"
+
+
+async def latency_buckets(session, url: str) -> dict[float, float]:
+    """Cumulative counts of the refinement latency histogram, by upper bound."""
+    async with session.get(url + "/metrics") as r:
+        text = await r.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(LATENCY_METRIC + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_summary(before: dict[float, float], after: dict[float, float]) -> dict:
+    """p50/p95 (linear within a bucket, as Prometheus's histogram_quantile) of the window's refinements."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+
+    def quantile(q: float) -> float | None:
+        if total <= 0:
+            return None
+        rank, lo, prev = q * total, 0.0, 0.0
+        for b, c in zip(bounds, counts):
+            if c >= rank:
+                if b == float("inf"):
+                    return lo
+                return lo + (b - lo) * (rank - prev) / max(c - prev, 1e-9)
+            lo, prev = b, c
+        return lo
+
+    within = dict(zip(bounds, counts)).get(0.5, 0.0)
+    return {
+        "refinements": int(total),
+        "p50_s": None if total <= 0 else round(quantile(0.5), 3),
+        "p95_s": None if total <= 0 else round(quantile(0.95), 3),
+        "within_0.5s": round(within / total, 4) if total else None,
+        "over_1s": int(total - dict(zip(bounds, counts)).get(1.0, 0.0)) if total else 0,
+    }
+
+
+def long_clip(seconds: float = 55.0) -> bytes:
+    """About ``seconds`` of speech as a 16 kHz WAV (the bench voice, repeated)."""
+    import io
+    import wave
+
+    from tests.server_helpers import make_speech_wav, read_wav_16k
+
+    path = Path(os.environ.get("S2F_BENCH_WAV", "/tmp/s2f_bench_speech.wav"))
+    if not path.exists():
+        make_speech_wav(path, "en+f3")
+    one = read_wav_16k(path)
+    pcm = np.tile(one, int(np.ceil(seconds * 16_000 / len(one))))[: int(seconds * 16_000)]
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes())
+    return buf.getvalue()
+
+
+async def measure_upload_burst(args: argparse.Namespace) -> dict:
+    import aiohttp
+
+    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback
+
+    use_loopback()
+    root = Path(args.server_root).resolve() if args.server_root else ROOT
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    flags = ["--port", str(port), "--session-budget", str(args.callers + 1), "--log-level", "warning"]
+    flags += ["--max-upload-seconds", "60"]
+    if root == ROOT:  # our checkout: no rate limit for the burst (it comes from one address)
+        flags += ["--uploads-per-minute", "0", "--offers-per-minute", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "server.serve", *flags], cwd=root, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    clip = long_clip(args.clip_seconds)
+    try:
+        await wait_healthy(url, proc)
+        voice = speech_48k()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            for _ in range(600):  # our one-shot worker loads its own engine: measure with it ready
+                async with session.get(url + "/healthz") as r:
+                    if (await r.json()).get("oneshot_worker", "ready") == "ready":
+                        break
+                await asyncio.sleep(0.5)
+            callers = []
+            for i in range(args.callers):
+                c = Caller(url, ArrayAudioTrack(voice, loop=True, lead_silence=0.1 * i), frame_events=False)
+                resp = await c.connect(session)
+                if resp.status != 200:
+                    raise RuntimeError(f"caller refused: {resp.status} {await resp.text()}")
+                callers.append(c)
+            await asyncio.sleep(args.warmup)
+            b0 = await latency_buckets(session, url)
+            await asyncio.sleep(args.seconds)
+            b1 = await latency_buckets(session, url)
+
+            async def upload() -> tuple[int, float]:
+                t = time.monotonic()
+                async with session.post(url + "/v1/avatar?format=png", data=clip) as r:
+                    await r.read()
+                    return r.status, time.monotonic() - t
+
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(upload() for _ in range(args.upload_burst)))
+            burst_s = time.monotonic() - t0
+            b2 = await latency_buckets(session, url)
+            fps = [c.fps() for c in callers]
+            for c in callers:
+                await c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    ok = sorted(t for s, t in results if s == 200)
+    statuses: dict[str, int] = {}
+    for s, _ in results:
+        statuses[str(s)] = statuses.get(str(s), 0) + 1
+    return {
+        "server_root": str(root),
+        "callers": args.callers,
+        "uploads": args.upload_burst,
+        "clip_seconds": args.clip_seconds,
+        "quiet": bucket_summary(b0, b1),
+        "burst": bucket_summary(b1, b2),
+        "burst_seconds": round(burst_s, 1),
+        "upload_status": statuses,
+        "upload_latency_s": {"min": round(ok[0], 2), "p50": round(ok[len(ok) // 2], 2), "max": round(ok[-1], 2)} if ok else None,
+        "caller_fps_after": [round(f, 1) for f in fps],
+        "machine": {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]},
+    }
+
+
+def print_upload_burst(res: dict) -> None:
+    q, b = res["quiet"], res["burst"]
+    print(
+        f"{res['callers']} callers, {res['uploads']} parallel uploads of a {res['clip_seconds']:g} s clip ({res['server_root']})"
+    )
+    print(f"  refinement latency, quiet: p50 {q['p50_s']} s, p95 {q['p95_s']} s over {q['refinements']} refinements")
+    print(
+        f"  refinement latency, burst: p50 {b['p50_s']} s, p95 {b['p95_s']} s over {b['refinements']} refinements; "
+        f"within 0.5 s {b['within_0.5s']}, over 1 s {b['over_1s']} (target p95 < 0.5 s)"
+    )
+    print(f"  uploads: {res['upload_status']} in {res['burst_seconds']} s; latency of the 200s {res['upload_latency_s']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--callers", type=int, default=4, help="callers per server (both servers get this many)")
@@ -291,11 +458,22 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup the window measures the settled stream (lip-sync, blinks, no model work)",
     )
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--upload-burst", type=int, default=0, help="measure refinement latency during N parallel uploads")
+    p.add_argument("--clip-seconds", type=float, default=55.0, help="length of each uploaded clip (--upload-burst)")
+    p.add_argument("--server-root", help="run the server from this checkout (--upload-burst; e.g. main, for the before)")
     p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.bare_server:
         run_bare_server(args.port, args.size, args.fps)
+        return 0
+    if args.upload_burst:
+        if args.callers == p.get_default("callers"):
+            args.callers = 2
+        res = asyncio.run(measure_upload_burst(args))
+        print_upload_burst(res)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
         return 0
     res = asyncio.run(measure(args))
     c = res["cpu_per_caller_core_fraction"]

@@ -54,7 +54,7 @@ function pct(x) { return `${Math.round(100 * x)} %`; }
 
 function showStatus(msg) {
   state.status = msg;
-  const heard = msg.seconds_heard ?? msg.speech_seconds ?? 0;
+  const heard = msg.speech_seconds || 0;
   setRing(heard);
   const g = msg.gender || {};
   const pf = typeof g.p_female === "number" ? g.p_female : 0.5;

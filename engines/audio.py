@@ -17,7 +17,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from .choices import SAMPLE_RATE
 
 #: What the CLI and REST path accept by default: beyond this the rest of a file is ignored
 #: (the face stops changing long before; see pipeline.MAX_SPEECH_SECONDS).

@@ -20,6 +20,7 @@ import torch
 from . import decoder as decoder_mod
 from . import face as face_mod
 from . import profile as profile_mod
+from .choices import BACKENDS
 from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
@@ -28,7 +29,6 @@ from .identity import STATS_PATH, gender_timbre
 from .mel import N_MELS
 from .profile import N_FEATURES
 
-BACKENDS = ("onnx", "torch", "tensorrt")
 DECODER_INPUTS = ("embedding", "features", "basis", "center", "code_scale", "override_values", "override_mask")
 DECODER_OUTPUTS = ("params", "p_female", "age_probs", "confidence")
 OPSET = 17
@@ -36,6 +36,7 @@ OPSET = 17
 
 class Backend(Protocol):
     name: str
+    max_batch: int | None  # the most partials one embed() accepts (None: any)
 
     def embed(self, mels: np.ndarray) -> np.ndarray:
         """(B, T, 40) float32 power mels → (B, 256) L2-normalised embeddings."""
@@ -46,6 +47,7 @@ class Backend(Protocol):
 
 class TorchBackend:
     name = "torch"
+    max_batch: int | None = None
 
     def __init__(self) -> None:
         torch.set_num_threads(1)
@@ -72,7 +74,7 @@ def make_decoder() -> FaceDecoder:
 def _code_sha() -> str:
     h = hashlib.sha256()
     for mod in (decoder_mod, face_mod, profile_mod):
-        h.update(Path(mod.__file__).read_bytes())
+        h.update(Path(str(mod.__file__)).read_bytes())
     if STATS_PATH.exists():
         h.update(STATS_PATH.read_bytes())
     h.update(torch.__version__.encode())
@@ -133,7 +135,14 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], 
     buf = io.BytesIO()
     with torch.inference_mode():
         torch.onnx.export(
-            model, args, buf, input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False
+            model,
+            args,
+            buf,  # type: ignore[arg-type]  # torch's hint omits file objects, which export accepts
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
         )
     atomic_write_bytes(path, buf.getvalue())
 
@@ -141,6 +150,7 @@ def _export(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], 
 # ---------------------------------------------------------------- ONNX Runtime
 class OrtBackend:
     name = "onnx"
+    max_batch: int | None = None
 
     def __init__(self, provider: str = "CPUExecutionProvider", progress: Callable[[str], None] | None = None) -> None:
         import onnxruntime as ort
@@ -189,6 +199,7 @@ def decoder_profiles() -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tupl
 
 class TensorRTBackend:
     name = "tensorrt"
+    max_batch: int | None = ENCODER_PROFILE["mels"][2][0]  # the engine rejects a batch over its profile's max
 
     def __init__(self, fp16: bool = False, progress: Callable[[str], None] | None = None) -> None:
         from .tensorrt_backend import TensorRTSession
@@ -203,6 +214,18 @@ class TensorRTBackend:
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.decoder.run({k: np.ascontiguousarray(feeds[k], np.float32) for k in DECODER_INPUTS})
         return {k: outs[k] for k in DECODER_OUTPUTS}
+
+
+def embed_in_batches(backend: Backend, mels: np.ndarray) -> np.ndarray:
+    """``backend.embed`` over any number of partials, split at the backend's maximum batch.
+
+    The server joins up to 16 callers with several partials each; a backed-up batch can
+    exceed what a TensorRT profile allows (32), which would fail every caller in it.
+    """
+    cap = backend.max_batch or len(mels)
+    if len(mels) <= cap:
+        return backend.embed(mels)
+    return np.concatenate([backend.embed(mels[i : i + cap]) for i in range(0, len(mels), cap)])
 
 
 def limit_blas_threads() -> None:

@@ -63,6 +63,10 @@ class FaceDecoder(nn.Module):
     """All inputs batched: embedding (B,256), features (B,F), basis (256,K), center (256),
     code_scale (K), override_values (B,N), override_mask (B,N) (1 where the user chose)."""
 
+    gender_direction: torch.Tensor  # buffers, registered in __init__
+    gender_mid: torch.Tensor
+    gender_spread: torch.Tensor
+
     def __init__(self, gender_direction: np.ndarray, gender_mid: float, gender_spread: float) -> None:
         super().__init__()
         self.register_buffer("gender_direction", torch.as_tensor(gender_direction, dtype=torch.float32))

@@ -49,11 +49,32 @@ class ParamSpec:
         return (self.categories.index(category) + 0.5) / n
 
 
-HAIR_STYLES = ("buzz", "short", "side_part", "curly_short", "quiff", "bob", "long_straight", "long_wavy", "bun", "ponytail")
+#: ordered by texture (straight, wavy, curly, coily) so the renderer's nearest-allowed-style
+#: fallback for a hair length keeps an identity's texture; receding/bald follow baldness
+HAIR_STYLES = (
+    "buzz",
+    "crew",
+    "side_part",
+    "quiff",
+    "undercut",
+    "bob",
+    "long_straight",
+    "ponytail",
+    "bun",
+    "long_wavy",
+    "wavy_short",
+    "curly_short",
+    "long_curly",
+    "afro",
+    "coily_short",
+    "braids",
+    "receding",
+    "bald",
+)
 HAIR_COLOURS = ("black", "dark_brown", "brown", "auburn", "light_brown", "blond", "ginger")
 SKIN_TONES = ("porcelain", "light", "beige", "tan", "brown", "deep")
 EYE_COLOURS = ("brown", "dark_brown", "hazel", "green", "blue", "grey")
-FACIAL_HAIR_STYLES = ("stubble", "moustache", "goatee", "short_beard", "full_beard")
+FACIAL_HAIR_STYLES = ("stubble", "moustache", "goatee", "circle", "chinstrap", "short_beard", "full_beard")
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     # --- traits (from the voice) ---

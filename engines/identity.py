@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .choices import PRIVACY_MODES
 from .decoder import N_CODES
 from .encoder import EMBEDDING_SIZE
 
 STATS_PATH = Path(__file__).with_name("identity_stats.npz")
 STABLE_SEED = 20190601  # the Speech2Face paper's CVPR year/month; any fixed value works
-PRIVACY_MODES = ("stable", "room", "random")
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from .choices import SAMPLE_RATE
+
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     f_sp = 200.0 / 3
     min_log_hz = 1000.0

@@ -11,13 +11,13 @@ of speech is kept, and nothing is ever written to disk.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .backends import Backend, make_backend
+from .backends import Backend, embed_in_batches, make_backend
+from .choices import MAX_SPEECH_SECONDS, SAMPLE_RATE
 from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
@@ -26,12 +26,11 @@ from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
 
-SAMPLE_RATE = 16_000
 BLOCK_SAMPLES = SAMPLE_RATE // 2  # a refinement every 0.5 s of new speech
 MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
 CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
-MAX_SPEECH_SECONDS = 120.0  # beyond this the face no longer changes (bounded work per call)
 NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
+PUSH_SECONDS = 0.2  # live feeders push at least this much audio at once: same refinements, fewer executor hops
 
 
 @dataclass(frozen=True)
@@ -259,7 +258,7 @@ class AvatarPipeline:
         else:  # under 1.6 s of speech: a provisional embedding of everything heard so far
             upto = self._decoded_at - self._tail_start  # the state at the last block boundary
             e = self._backend.embed(mel_spectrogram(_loudness_normalise(self._tail[:upto]))[None])[0].astype(np.float64)
-        return (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)
+        return (e / max(float(np.linalg.norm(e)), 1e-12)).astype(np.float32)
 
     def _neutral(self, message: str | None = None) -> Update:
         params = FaceParams.neutral()
@@ -320,7 +319,6 @@ class AvatarEngine:
         self.backend_name = backend
         self.backend = make_backend(backend)
         self._room_secret = room_secret
-        self._lock = threading.Lock()
 
     def pipeline(
         self,
@@ -350,7 +348,7 @@ class AvatarEngine:
             except Exception as exc:  # noqa: BLE001 - reported per caller
                 out[i] = exc
         flat = [m for ms in mels for m in ms]
-        embs = self.backend.embed(np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
+        embs = embed_in_batches(self.backend, np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
         start = 0
         for i, ((pipe, _), ms) in enumerate(zip(items, mels)):
             chunk, start = embs[start : start + len(ms)], start + len(ms)

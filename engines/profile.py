@@ -24,7 +24,8 @@ import parselmouth
 from parselmouth.praat import call
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16_000
+from .choices import SAMPLE_RATE
+
 F0_MIN, F0_MAX = 60.0, 600.0
 ST_REF = 50.0  # Hz at bin 0
 ST_BIN = 0.25  # semitones per histogram bin

@@ -29,6 +29,9 @@ class Path:
     def __init__(self, ops: list[tuple] | None = None) -> None:
         self.ops: list[tuple] = ops if ops is not None else []
 
+    def __repr__(self) -> str:
+        return f"Path({self.ops!r})"
+
     # -- building ---------------------------------------------------------------------
     def M(self, x: float, y: float) -> "Path":
         self.ops.append(("M", x, y))
@@ -195,16 +198,23 @@ class Shape:
     stroke_width: float = 0.0
     clip: Path | None = None
     evenodd: bool = False
+    part: str = ""  # the layer this shape belongs to (the renderer caches rasters per part)
 
 
 @dataclass
 class Scene:
-    """Ordered shapes plus the design-space boxes the animated parts may touch."""
+    """Ordered shapes plus the design-space boxes the animated parts may touch.
+
+    ``part`` names the layer that ``add`` files shapes under; the painter's order of the
+    parts is the order of ``shapes``, so a scene can be drawn whole (SVG, one-shot PNG) or
+    part by part (the live renderer's per-part cache) with the same result.
+    """
 
     shapes: list[Shape] = field(default_factory=list)
     background: RGB = (1.0, 1.0, 1.0)
     mouth_box: tuple[float, float, float, float] = (0, 0, 0, 0)
     eye_box: tuple[float, float, float, float] = (0, 0, 0, 0)
+    part: str = ""
 
     def add(
         self,
@@ -218,7 +228,7 @@ class Scene:
     ) -> None:
         if opacity <= 0.004:
             return
-        self.shapes.append(Shape(path, fill, float(min(1.0, opacity)), stroke, width, clip, evenodd))
+        self.shapes.append(Shape(path, fill, float(min(1.0, opacity)), stroke, width, clip, evenodd, self.part))
 
     def extend(self, shapes: Iterable[Shape]) -> None:
         self.shapes.extend(shapes)
@@ -302,47 +312,88 @@ def _skia_path(p: Path, evenodd: bool = False):
     return sp
 
 
-def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Draw the scene at ``size`` px; ``box=(x0, y0, x1, y1)`` in pixels renders only that crop.
+def draw_shapes(canvas, shapes: Iterable[Shape], exact_clips: bool = True) -> tuple[float, float, float, float] | None:
+    """Paint shapes in design units onto a Skia canvas (the caller sets the transform).
 
-    Cropping is a device-space integer translate, so a crop is pixel-identical to the same
-    region of the full render; that is what lets the animated levels be pasted seamlessly.
+    With ``exact_clips`` a clipped shape is drawn as the geometric intersection of its path
+    (or its stroke's outline) and the clip (Skia PathOps) rather than through an
+    anti-aliased clip, whose mask would depend on the device clip it is drawn under: what
+    is redrawn band by band must not depend on the band. Returns the design-space bounds of
+    what was painted (conservative), for dirty-rectangle bookkeeping.
     """
     skia = _skia()
-    x0, y0, x1, y1 = box if box is not None else (0, 0, size, size)
-    w, h = x1 - x0, y1 - y0
-    info = skia.ImageInfo.Make(w, h, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
-    surf = skia.Surface.MakeRaster(info)
-    canvas = surf.getCanvas()
-    bg = scene.background
-    canvas.clear(skia.Color(*(int(round(v * 255)) for v in bg)))
-    canvas.translate(-x0, -y0)
-    canvas.scale(size / DESIGN, size / DESIGN)
-    clip_cache: dict[int, object] = {}
-    for s in scene.shapes:
+    box = skia.Rect.MakeEmpty()
+    pad = 1.0
+    for s in shapes:
         sp = _skia_path(s.path, s.evenodd)
-        if s.clip is not None:
-            canvas.save()
-            cp = clip_cache.get(id(s.clip))
-            if cp is None:
-                cp = _skia_path(s.clip)
-                clip_cache[id(s.clip)] = cp
-            canvas.clipPath(cp, skia.ClipOp.kIntersect, True)
-        if s.fill is not None:
-            paint = skia.Paint(AntiAlias=True)
-            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
-            canvas.drawPath(sp, paint)
+        clip = _skia_path(s.clip) if s.clip is not None else None
+        stroke = None
         if s.stroke is not None and s.stroke_width > 0:
-            paint = skia.Paint(
+            stroke = skia.Paint(
                 AntiAlias=True,
                 Style=skia.Paint.kStroke_Style,
                 StrokeWidth=s.stroke_width,
                 StrokeCap=skia.Paint.kRound_Cap,
                 StrokeJoin=skia.Paint.kRound_Join,
             )
-            paint.setColor4f(skia.Color4f(*s.stroke, s.opacity))
-            canvas.drawPath(sp, paint)
-        if s.clip is not None:
+            stroke.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+        soft_clip = clip is not None and not exact_clips
+        if soft_clip:
+            canvas.save()
+            canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
+        if s.fill is not None:
+            paint = skia.Paint(AntiAlias=True)
+            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
+            fill = sp if clip is None or soft_clip else skia.Op(sp, clip, skia.kIntersect_PathOp)
+            canvas.drawPath(fill, paint)
+            box.join(fill.getBounds())
+        if stroke is not None:
+            if clip is None or soft_clip:
+                canvas.drawPath(sp, stroke)
+                box.join(sp.getBounds())
+                pad = max(pad, s.stroke_width / 2 + 1.0)
+            else:
+                outline = skia.Path()
+                stroke.getFillPath(sp, outline, None, 4.0)
+                fill = skia.Paint(AntiAlias=True)
+                fill.setColor4f(skia.Color4f(*s.stroke, s.opacity))
+                cut = skia.Op(outline, clip, skia.kIntersect_PathOp)
+                canvas.drawPath(cut, fill)
+                box.join(cut.getBounds())
+        if soft_clip:
             canvas.restore()
-    arr = surf.toarray()
-    return np.ascontiguousarray(arr[:, :, :3])
+    if box.isEmpty():
+        return None
+    return (box.left() - pad, box.top() - pad, box.right() + pad, box.bottom() + pad)
+
+
+def record(shapes: Sequence[Shape], exact_clips: bool = True):
+    """A Skia picture of the shapes in design units, and the bounds of what it paints.
+
+    Replaying a picture draws exactly what drawing the shapes would (same commands), without
+    the Python cost of building the paths again; the renderer caches one per part.
+    """
+    skia = _skia()
+    rec = skia.PictureRecorder()
+    canvas = rec.beginRecording(skia.Rect.MakeWH(DESIGN, DESIGN))
+    box = draw_shapes(canvas, shapes, exact_clips)
+    return rec.finishRecordingAsPicture(), box
+
+
+def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Draw the scene at ``size`` px; ``box=(x0, y0, x1, y1)`` in pixels renders only that crop.
+
+    A direct draw of the whole scene (clips as anti-aliased clips, like an SVG viewer); the
+    live renderer draws the same shapes part by part (``engines.render``).
+    """
+    skia = _skia()
+    x0, y0, x1, y1 = box if box is not None else (0, 0, size, size)
+    out = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
+    surf = skia.Surface(out)
+    canvas = surf.getCanvas()
+    canvas.clear(skia.Color(*(int(round(v * 255)) for v in scene.background)))
+    canvas.translate(-x0, -y0)
+    canvas.scale(size / DESIGN, size / DESIGN)
+    draw_shapes(canvas, scene.shapes, exact_clips=False)
+    del canvas, surf
+    return np.ascontiguousarray(out[:, :, :3])

@@ -233,20 +233,21 @@ def normalize_profiles(profiles: ProfilesArg) -> list[list[Profile]]:
     if isinstance(profiles, Profile):
         return [[profiles]]
     if isinstance(profiles, Mapping):
-        values = list(profiles.values())
+        mapping: Mapping[Any, Any] = profiles  # values are one of three spellings, told apart below
+        values: list[Any] = list(mapping.values())
         if not values:
             return []
         if all(isinstance(v, Profile) for v in values):
-            for key, p in profiles.items():
+            for key, p in mapping.items():
                 if key != p.name:
                     raise ValueError(f"profiles[{key!r}] is a Profile for input {p.name!r}")
             return [_check_unique(list(values), "0")]
         if all(_is_shape_triple(v) for v in values):
-            return [[Profile(str(name), *triple) for name, triple in profiles.items()]]
+            return [[Profile(str(name), *triple) for name, triple in mapping.items()]]
         if all(isinstance(v, (list, tuple)) and v and all(isinstance(p, Profile) for p in v) for v in values):
-            return [_check_unique(list(v), repr(k)) for k, v in profiles.items()]
+            return [_check_unique(list(v), repr(k)) for k, v in mapping.items()]
         raise TypeError("profiles must be {input: (min, opt, max)}, {input: Profile} or {profile_label: [Profile, ...]}")
-    items = list(profiles)
+    items: list[Any] = list(profiles)
     if not items:
         return []
     if all(isinstance(p, Profile) for p in items):
@@ -436,7 +437,7 @@ def _dtype_tables() -> tuple[dict[Any, "torch.dtype"], dict["torch.dtype", np.dt
         "BOOL": torch.bool,
     }
     trt_to_torch = {getattr(trt.DataType, n): t for n, t in by_name.items() if hasattr(trt.DataType, n)}
-    torch_to_np = {
+    torch_to_np: dict[Any, np.dtype[Any]] = {
         torch.float32: np.dtype(np.float32),
         torch.float16: np.dtype(np.float16),
         torch.bfloat16: np.dtype(np.float32),  # numpy has no bf16: feed/return float32

@@ -14,7 +14,8 @@ from collections import deque
 import numpy as np
 import webrtcvad
 
-SAMPLE_RATE = 16_000
+from .choices import SAMPLE_RATE
+
 FRAME = 480  # 30 ms
 SMOOTH = 2  # frames each side of the moving vote
 DILATE = 3  # frames of hangover each side

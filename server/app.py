@@ -8,24 +8,30 @@ for two places only: aiortc's codecs (the default executor, aiortc's choice) and
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import ice, rooms, vp8
+from engines.animator import LayerFactory
+
+from . import ice, rooms, tts, vp8
+from .body import loads_strict, read_json
 from .call import Call
 from .config import SIZES, ServerConfig
-from .errors import HttpError, json_error
+from .errors import HttpError, error_middleware, install_log_filter, json_error, retry_after_seconds, sanitize
 from .metrics import CONTENT_TYPE_LATEST
 from .offer import MAX_SDP_CHARS
+from .oneshot import render_job
+from .origin import origin_middleware
+from .runner import set_server_header
 from .state import CLIENT, STATE, ServerState
 
 log = logging.getLogger("speech2face.server")
+
+MAX_OFFER_BYTES = MAX_SDP_CHARS * 2  # the SDP plus the options, JSON-escaped
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 
@@ -33,48 +39,58 @@ CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 # --- handlers ---
 async def offer(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    try:
-        body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
-        return json_error("body is not valid JSON", 400)
-    try:
-        return web.json_response(await state.answer(body))
-    except HttpError as exc:
-        return json_error(str(exc), exc.status, exc.headers)
+    state.offer_limiter.take(request.remote or "", "offers")
+    body = await read_json(request, MAX_OFFER_BYTES, state.config.body_timeout)
+    return web.json_response(await state.answer(body))
+
+
+def _ws_error(exc: HttpError) -> dict[str, Any]:
+    err: dict[str, Any] = {"type": "error", "status": exc.status, "error": str(exc)}
+    retry = retry_after_seconds(exc)
+    if retry is not None:
+        err["retry_after"] = retry
+    return err
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    """Signalling twin of POST /offer; the call lives as long as the socket (a clean hang-up)."""
+    """Signalling twin of POST /offer; the call lives as long as the socket (a clean hang-up).
+
+    Every bad message gets ``{"type": "error", "status", "error"}`` and the socket stays open;
+    a message over the size cap closes it with 1009 (message too big), as the protocol says.
+    """
     state = request.app[STATE]
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_SDP_CHARS * 2)
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_OFFER_BYTES)
     await ws.prepare(request)
     mine: list[Call] = []
     try:
         async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                await ws.send_json({"type": "error", "status": 400, "error": "send JSON text messages, not binary"})
+                continue
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                body = json.loads(msg.data)
-            except ValueError:
-                await ws.send_json({"type": "error", "status": 400, "error": "message is not valid JSON"})
-                continue
-            kind = body.get("type") if isinstance(body, dict) else None
-            if kind == "offer":
-                try:
+                body = loads_strict(msg.data)
+                kind = body.get("type") if isinstance(body, dict) else None
+                if kind == "offer":
+                    state.offer_limiter.take(request.remote or "", "offers")
                     reply = await state.answer(body)
                     mine.append(state.calls[reply["call_id"]])
                     await ws.send_json(reply)
-                except HttpError as exc:
-                    err: dict[str, Any] = {"type": "error", "status": exc.status, "error": str(exc)}
-                    if exc.headers and "Retry-After" in exc.headers:
-                        err["retry_after"] = int(exc.headers["Retry-After"])
-                    await ws.send_json(err)
-            elif kind == "bye":
-                for call in mine:
-                    await call.close("bye")
-                mine.clear()
-            else:
-                await ws.send_json({"type": "error", "status": 400, "error": 'expected {"type": "offer"|"bye"}'})
+                elif kind == "bye":
+                    for call in mine:
+                        await call.close("bye")
+                    mine.clear()
+                else:
+                    raise HttpError('expected {"type": "offer"|"bye"}')
+            except HttpError as exc:
+                log.info("ws message → %d: %s", exc.status, sanitize(exc))
+                await ws.send_json(_ws_error(exc))
+            except ConnectionResetError:
+                break
+            except Exception:  # a bug of ours: say so, keep the socket, keep the traceback
+                log.exception("websocket message failed")
+                await ws.send_json({"type": "error", "status": 500, "error": "internal error"})
     finally:
         for call in mine:
             await call.close("websocket_closed")
@@ -83,13 +99,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    ready = state.engine is not None and state.renderer_factory is not None
+    ready = state.ready
     body = {
         "status": "ok" if ready else "loading",
-        "sessions": len(state.calls),
+        "sessions": len(state.calls) + len(state.assistants),
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
-        "pid": os.getpid(),
+        "oneshot_worker": "ready" if state.oneshot.ready else "starting",  # uploads wait for it until ready
     }
     room_health = rooms.health(request.app)
     if ready and room_health.pop("degraded", False):
@@ -111,8 +127,6 @@ async def options(request: web.Request) -> web.Response:
 
 async def call_avatar(request: web.Request) -> web.Response:
     """The live call's current face as PNG or SVG (the page's download buttons)."""
-    from engines.render import render_png, render_svg
-
     state = request.app[STATE]
     call = state.calls.get(request.match_info["call_id"])
     if call is None:
@@ -121,49 +135,48 @@ async def call_avatar(request: web.Request) -> web.Response:
     if fmt not in ("png", "svg"):
         return json_error("format must be png or svg", 400)
     try:
-        size = int(request.query.get("size", call.video.size))
+        size = int(request.query.get("size", call.animator.size))
     except ValueError:
         size = -1
     if size not in SIZES:
         return json_error(f"size must be one of {list(SIZES)}", 400)
     params = call.current.params
-    loop = asyncio.get_running_loop()
     name = f"speech2face-v{call.current.version}"
-    if fmt == "png":
-        body = await loop.run_in_executor(state.render_executor, render_png, params, size)
-        return web.Response(
-            body=body, content_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}.png"'}
-        )
-    text = await loop.run_in_executor(state.render_executor, render_svg, params, size)
-    return web.Response(
-        text=text, content_type="image/svg+xml", headers={"Content-Disposition": f'attachment; filename="{name}.svg"'}
-    )
+    with state.oneshot.slot():
+        picture = await state.oneshot.run(render_job, params, size, fmt)
+    kind = "image/png" if fmt == "png" else "image/svg+xml"
+    return web.Response(body=picture, content_type=kind, headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
 
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
-def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> web.Application:
+def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
-    from . import avatar_api
+    from . import assistant_ws, avatar_api
 
     if config.is_loopback:
         ice.use_loopback_only(True)
     ice.use_patient_consent()
     vp8.use_avatar_vp8()
-    app = web.Application(client_max_size=config.max_upload_bytes + 64 * 1024)
-    state = ServerState(config, engine, renderer_factory)
+    install_log_filter()
+    app = web.Application(
+        client_max_size=config.max_upload_bytes + 64 * 1024, middlewares=[error_middleware, origin_middleware(config)]
+    )
+    state = ServerState(config, engine, layer_factory)
     app[STATE] = state
     app[CLIENT] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/v1/assistant", assistant_ws.assistant)
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    tts.add_routes(app)  # GET /assistant (the demo page), GET/POST /v1/tts
     app.router.add_static("/static/", app[CLIENT], show_index=False)
     rooms.register(app)
 
@@ -174,14 +187,16 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
         except Exception as exc:
             state.engine_error = f"{type(exc).__name__}: {exc}"
             log.exception("engine failed to load")
+        state.warm_task = asyncio.ensure_future(state.oneshot.warm())  # uploads need not wait for it
 
     async def shutdown(app: web.Application) -> None:
         await state.close_all("shutdown")
         if state.batcher is not None:
             await state.batcher.close()
-        if state.lag_task is not None:
-            state.lag_task.cancel()
-            await asyncio.gather(state.lag_task, return_exceptions=True)
+        for task in (state.lag_task, state.warm_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def cleanup(app: web.Application) -> None:
         if state._trim_handle is not None:
@@ -189,6 +204,7 @@ def create_app(config: ServerConfig, engine: Any = None, renderer_factory: Calla
         state.model_executor.shutdown(wait=True, cancel_futures=True)
         state.render_executor.shutdown(wait=True, cancel_futures=True)
 
+    app.on_response_prepare.append(set_server_header)
     app.on_startup.append(startup)
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)

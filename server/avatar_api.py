@@ -1,9 +1,10 @@
 """``POST /v1/avatar``: one audio clip in, one avatar out (PNG, SVG or JSON).
 
 The body is read in chunks against the size cap (a 2 GB upload is refused after the cap,
-not buffered), decoded with the engine's decoder against the duration cap, then analysed
-and rendered in the model executor. Every failure is a 4xx ``{"error": ...}`` a person
-can act on; nothing the client sends can raise out of the handler.
+not buffered) and the body timeout, decoded with the engine's decoder against the duration
+cap, then analysed and rendered in the one-shot queue (``server/oneshot.py``: behind the
+calls' refinements, 503 when full), after a per-client rate limit (429). Every failure is a
+4xx ``{"error": ...}`` a person can act on; nothing the client sends can raise out of it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import asyncio
 
 from aiohttp import BodyPartReader, web
 
+from .body import body_timeout_error, read_capped
 from .config import SIZES
-from .errors import HttpError, json_error
+from .errors import HttpError
+from .oneshot import avatar_job
 from .state import STATE
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json"}
@@ -55,105 +58,71 @@ def choose_format(request: web.Request) -> str:
     return min(choices)[2]
 
 
-async def _read_capped(stream, cap: int) -> bytes:
-    chunks, total = [], 0
-    while True:
-        chunk = await stream.read(64 * 1024) if not isinstance(stream, BodyPartReader) else await stream.read_chunk(64 * 1024)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > cap:
-            raise HttpError(f"upload larger than {cap} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_audio_body(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
         raise HttpError(f"upload larger than {cap} bytes", 413)
     ctype = request.content_type or ""
     # `curl --data-binary @clip.wav` labels raw audio as a urlencoded form: take any
     # non-multipart body as the audio itself and let the decoder say if it is not audio
-    if ctype.startswith("multipart/"):
-        try:
-            reader = await request.multipart()
+    if not ctype.startswith("multipart/"):
+        return await read_capped(request.content, cap)
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        while part is not None:
+            if isinstance(part, BodyPartReader) and (part.filename or part.name in ("audio", "file")):
+                return await read_capped(part, cap)
+            await part.release()
             part = await reader.next()
-            while part is not None:
-                if isinstance(part, BodyPartReader) and (part.filename or part.name in ("audio", "file")):
-                    return await _read_capped(part, cap)
-                await part.release()
-                part = await reader.next()
-        except HttpError:
-            raise
-        except (ValueError, AssertionError, RuntimeError) as exc:
-            raise HttpError(f"malformed multipart body: {exc}") from exc
-        raise HttpError('multipart body has no file part (send the audio as field "audio")')
-    return await _read_capped(request.content, cap)
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise HttpError(f"malformed multipart body ({type(exc).__name__})") from exc
+    raise HttpError('multipart body has no file part (send the audio as field "audio")')
+
+
+def _query_options(request: web.Request, default_size: int) -> tuple[str, int, str | None]:
+    """(format, size, skin tone or None) from the query string and Accept, or HttpError(400/406)."""
+    from engines.face import SKIN_TONES
+
+    fmt = choose_format(request)
+    raw = request.query.get("size", str(default_size))
+    size = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else -1
+    if size not in SIZES:
+        raise HttpError(f"size must be one of {list(SIZES)}")
+    tone = request.query.get("skin_tone")
+    if tone in (None, "", "auto"):
+        return fmt, size, None
+    if tone not in SKIN_TONES:
+        raise HttpError(f"skin_tone must be one of {list(SKIN_TONES)} or auto")
+    return fmt, size, tone
 
 
 async def avatar(request: web.Request) -> web.Response:
-    from .call import status_json
-
     state = request.app[STATE]
     cfg = state.config
     outcome = "error"
     try:
-        fmt = choose_format(request)
-        try:
-            size = int(request.query.get("size", cfg.size))
-        except ValueError:
-            raise HttpError(f"size must be one of {list(SIZES)}") from None
-        if size not in SIZES:
-            raise HttpError(f"size must be one of {list(SIZES)}")
-        tone = request.query.get("skin_tone")
-        from engines.face import SKIN_TONES
-
-        if tone not in (None, "", "auto") and tone not in SKIN_TONES:
-            raise HttpError(f"skin_tone must be one of {list(SKIN_TONES)} or auto")
+        fmt, size, tone = _query_options(request, cfg.size)
         if state.engine is None:
             raise HttpError("engine is still loading", 503, state.retry_headers())
-        data = await read_audio_body(request, cfg.max_upload_bytes)
-        if not data:
-            raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
-        overrides = {"skin_tone": tone} if tone not in (None, "", "auto") else None
-        loop = asyncio.get_running_loop()
-        update = await loop.run_in_executor(state.model_executor, _analyse, state.engine, data, cfg.max_upload_seconds, overrides)
-        params = update.params
-        if fmt == "json":
+        state.upload_limiter.take(request.remote or "", "uploads")
+        with state.oneshot.slot():
+            try:
+                async with asyncio.timeout(cfg.body_timeout):
+                    data = await read_audio_body(request, cfg.max_upload_bytes)
+            except TimeoutError:
+                raise body_timeout_error(cfg.body_timeout) from None
+            if not data:
+                raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
+            overrides = {"skin_tone": tone} if tone else None
+            update, picture = await state.oneshot.run(avatar_job, data, cfg.max_upload_seconds, overrides, fmt, size)
+            del data
             outcome = "ok"
-            body = status_json(update, "avatar")
-            return web.json_response(body)
-        from engines.render import render_png, render_svg
-
-        if fmt == "png":
-            png = await loop.run_in_executor(state.model_executor, render_png, params, size)
-            outcome = "ok"
-            return web.Response(body=png, content_type="image/png", headers={"X-S2F-Version": str(update.version)})
-        svg = await loop.run_in_executor(state.model_executor, render_svg, params, size)
-        outcome = "ok"
-        return web.Response(text=svg, content_type="image/svg+xml")
-    except HttpError as exc:
+            if fmt == "json":
+                return web.json_response({"type": "avatar", **update})
+            headers = {"X-S2F-Version": str(update["version"])}
+            return web.Response(body=picture, content_type=FORMATS[fmt], headers=headers)
+    except HttpError:
         outcome = "rejected"
-        return json_error(str(exc), exc.status, exc.headers)
+        raise
     finally:
         state.metrics.avatar_requests.labels(outcome=outcome).inc()
-
-
-def _analyse(engine, data: bytes, max_seconds: float, overrides: dict | None = None):
-    from engines.audio import AudioError, decode_audio
-
-    try:
-        decoded = decode_audio(data, max_seconds=max_seconds)
-    except AudioError as exc:
-        raise HttpError(str(exc), 415) from exc
-    except Exception as exc:  # FFmpeg can fail in ways the decoder does not wrap
-        raise HttpError(f"cannot decode the audio: {type(exc).__name__}", 415) from exc
-    if getattr(decoded, "truncated_at_cap", False):
-        raise HttpError(f"audio longer than the {max_seconds:g} s limit", 413)
-    pcm = getattr(decoded, "pcm", decoded)
-    if len(pcm) == 0:
-        raise HttpError("the audio is empty", 400)
-    try:
-        return engine.analyze(pcm, overrides=overrides) if overrides else engine.analyze(pcm)
-    except ValueError as exc:  # e.g. no speech found: the engine's message is for the user
-        raise HttpError(str(exc), 422) from exc

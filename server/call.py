@@ -27,18 +27,17 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from engines.pipeline import CONFIDENT_SECONDS
+from engines.animator import FaceAnimator
+from engines.choices import SAMPLE_RATE
+from engines.pipeline import CONFIDENT_SECONDS, PUSH_SECONDS
 
 from .batcher import ModelBatcher
-from .blink import Blinker
-from .config import ServerConfig
+from .config import SIZES, ServerConfig
 from .metrics import Metrics
-from .mouth import MouthEnvelope
-from .video import AvatarVideoTrack, FrameInfo, Renderer
+from .video import AvatarVideoTrack, FrameInfo
 
 log = logging.getLogger("speech2face.call")
 
-PUSH_MIN_SECONDS = 0.2  # batch audio for the model: fewer executor hops, same refinements
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
 SETTLED_FACE_INTERVAL = 3.0
@@ -53,11 +52,10 @@ class CallOptions:
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
 
-def status_json(update: Any, kind: str = "status") -> dict:
-    """The engine's Update JSON plus flat fields the client and tests read directly."""
-    body = dict(update.to_json())
-    body.update({"type": kind, "seconds_heard": round(float(update.seconds_heard), 3), "params": update.params.as_dict()})
-    return body
+def update_json(update: Any, kind: str = "status") -> dict:
+    """``Update.to_json()`` tagged with its message type: the one payload the client, the
+    REST JSON and ``analyze --json`` share (seconds heard is ``speech_seconds``)."""
+    return {"type": kind, **update.to_json()}
 
 
 class Call:
@@ -70,8 +68,7 @@ class Call:
         batcher: ModelBatcher,
         executor: Executor,
         metrics: Metrics,
-        renderer: Renderer,
-        renderer_factory: Callable[[int], Renderer],
+        animator: FaceAnimator,
         render_executor: Executor,
         on_closed: Callable[["Call"], None],
     ) -> None:
@@ -112,27 +109,25 @@ class Call:
             max_speech_seconds=config.max_speech_seconds,
         )
         self.current = self.pipeline.current
-        self.mouth = MouthEnvelope()
+        self.animator = animator
         #: also gets every decoded audio frame with its arrival time (a room member's feed
-        #: carries the caller's own voice, delayed to match the avatar)
+        #: carries the caller's own voice beside the avatar)
         self.audio_sink: Callable[[av.AudioFrame, float], None] | None = None
-        self.video = AvatarVideoTrack(
-            renderer,
-            renderer_factory,
-            options.size,
-            config.fps,
-            self.mouth,
-            render_executor,
-            Blinker(seed=int(self.id[:8], 16)),
-            on_frame=self._on_frame,
-        )
-        self.video.set_face(self.current.params, self.current.version)
+        self.video = AvatarVideoTrack(animator, config.fps, on_frame=self._on_frame)
+        self._render_executor = render_executor
+        self._size_wanted: int | None = None
+        self._face_changed = asyncio.Event()
+        self._face_interval = 0.0  # at least this long between two rasterised faces
+        self._last_raster = -1e9
+        self._face_wanted: tuple[Any, int] | None = (self.current.params, self.current.version)  # user choices show at once
+        self._face_changed.set()
 
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
         self._spawn(self._feeder(), "feeder")
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._face_updates(), "face")
 
     # --- task ownership ---
     def _spawn(self, coro, name: str) -> asyncio.Task:
@@ -189,11 +184,10 @@ class Call:
         """Live changes that need no new pipeline: video size and skin tone."""
         from engines.face import SKIN_TONES
 
-        from .config import SIZES
-
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
-            self.video.set_size(size)
+            self._size_wanted = size
+            self._face_changed.set()
         if "skin_tone" in msg:
             tone = msg["skin_tone"]
             if tone in (None, "", "auto"):
@@ -216,9 +210,43 @@ class Call:
         self.current = update
         # Early refinements are big and each one shows (traits, then identity); once the
         # face is confident they are small, so re-rasterise at most every 3 s.
-        self.video.min_face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
-        self.video.set_face(update.params, update.version)
+        self._face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
+        self._face_wanted = (update.params, update.version)
+        self._face_changed.set()
         self._send_status(update)
+
+    async def _face_updates(self) -> None:
+        """Hand refinements to the animator, newest first, one rasterisation at a time, off the loop."""
+        while True:
+            await self._face_changed.wait()
+            self._face_changed.clear()
+            if self._size_wanted is not None:
+                size, self._size_wanted = self._size_wanted, None
+                await self._render(self.animator.set_size, size)
+            if self._face_wanted is None:
+                continue
+            params, version = self._face_wanted
+            if not self.animator.differs(params):
+                self._face_wanted = None
+                self.animator.set_face(params, version)  # cheap: only the version moves
+                continue
+            wait = self._last_raster + self._face_interval - time.monotonic()
+            if wait > 0:  # a size change or a newer refinement wakes us early
+                try:
+                    await asyncio.wait_for(self._face_changed.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                self._face_changed.set()
+                continue
+            self._face_wanted = None
+            await self._render(self.animator.set_face, params, version)
+            self._last_raster = time.monotonic()
+
+    async def _render(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await self._loop.run_in_executor(self._render_executor, fn, *args)
+        except Exception:  # a face that fails to draw must not end the call: keep the current one
+            log.exception("call %s: face update failed; keeping the current face", self.id)
 
     # --- audio ---
     @property
@@ -227,7 +255,7 @@ class Call:
         return self.pipeline.seconds_heard >= self.config.max_speech_seconds
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         while True:
             try:
                 frame = await track.recv()
@@ -236,7 +264,7 @@ class Call:
             now = time.monotonic()
             self.last_audio_at = now
             raw = frame.to_ndarray()
-            self.mouth.push(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            self.animator.push_audio(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
             if self.audio_sink is not None:
                 self.audio_sink(frame, now)
             if self.face_final:
@@ -245,7 +273,7 @@ class Call:
                 pcm = out.to_ndarray().reshape(-1)
                 self._pcm.append(pcm)
                 self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_MIN_SECONDS * 16_000:
+            if self._pcm_samples >= PUSH_SECONDS * SAMPLE_RATE:
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:
@@ -317,11 +345,11 @@ class Call:
             log.debug("datachannel send failed", exc_info=True)
 
     def _send_status(self, update: Any, kind: str = "status") -> None:
-        body = status_json(update, kind)
+        body = update_json(update, kind)
         body.update(
             {
                 "call_id": self.id,
-                "size": self.video.size,
+                "size": self.animator.size,
                 "fps": self.config.fps,
                 "privacy": self.options.privacy,
                 "skin_tone": self._overrides.get("skin_tone"),
@@ -331,7 +359,7 @@ class Call:
 
     def _on_frame(self, info: FrameInfo) -> None:
         self.metrics.frames_sent.inc()
-        self.metrics.mouth_age_seconds.observe(info.mouth_age)
+        self.metrics.mouth_age_seconds.observe(info.frame.mouth_age)
         if info.seq == 0:
             self.metrics.first_frame_seconds.observe(time.monotonic() - self.created_at)
         if self.options.frame_events and self.config.frame_events:
@@ -350,12 +378,14 @@ class Call:
         self._closing = True
         self.closing.set()
         self.close_reason = reason
+        started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for t in tasks:
             t.cancel()
         self.video.stop()
+        self.animator.close()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5.0)
         except Exception:
@@ -366,3 +396,4 @@ class Call:
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()
+        log.info("call %s closed in %.2f s", self.id, time.monotonic() - started)

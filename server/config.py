@@ -10,12 +10,12 @@ import argparse
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-PRIVACY_MODES = ("stable", "room", "random")
-SIZES = (256, 384, 512)
-BACKENDS = ("onnx", "torch", "tensorrt")
+from engines.choices import BACKENDS, MAX_SPEECH_SECONDS, PRIVACY_MODES, SIZES
+
+__all__ = ["BACKENDS", "PRIVACY_MODES", "SIZES", "ServerConfig"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ServerConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_seconds: float = 60.0
     max_call_seconds: float = 3600.0
-    max_speech_seconds: float = 120.0  # speech a call's face is refined from; after it the model idles
+    max_speech_seconds: float = MAX_SPEECH_SECONDS  # speech a call's face is refined from; after it the model idles
     idle_timeout: float = 3.0  # no audio for this long → the caller is gone
     connect_timeout: float = 5.0  # offer answered but ICE/DTLS never completed: the caller is gone
     retry_after: int = 5  # seconds, sent with 503
@@ -47,10 +47,17 @@ class ServerConfig:
     static_dir: str | None = None  # defaults to client_web/ next to the package
     loopback_only: bool | None = None  # None: decided from host
     log_level: str = "info"
+    allowed_origins: tuple[str, ...] = ()  # browser origins besides our own that may call us ("*": any)
+    offers_per_minute: float = 120.0  # per client address, /offer and /ws offers together; 0: no limit
+    uploads_per_minute: float = 60.0  # per client address, POST /v1/avatar; 0: no limit
+    oneshot_queue: int = 8  # one-shot requests (uploads, downloads) waiting or running; more get 503
+    header_timeout: float = 10.0  # seconds to send a request head (and keep-alive idle time)
+    body_timeout: float = 30.0  # seconds to send a request body
     # --- rooms (server/rooms.py): Janus VideoRoom fans the avatars out ---
     janus: str = "auto"  # auto: supervise a local Janus if installed; off; or ws://host:port/ | unix:/path of one we only use
     janus_api_secret: str | None = None  # for a Janus we do not start (docker-compose); ours get a random one
     janus_admin_key: str | None = None
+    janus_socket: str | None = None  # API socket of the Janus we supervise (default: a private temp folder)
     janus_rtp_ports: str = "20000-40000"  # UDP range a supervised Janus uses for media (open it in the firewall)
     janus_public_ip: str | None = None  # 1:1 NAT address for a supervised Janus's candidates
     room_cap: int = 8  # people per room
@@ -64,9 +71,6 @@ class ServerConfig:
         if self.loopback_only is not None:
             return self.loopback_only
         return host_is_loopback(self.host)
-
-    def with_(self, **changes: Any) -> "ServerConfig":
-        return replace(self, **changes)
 
     def validate(self) -> "ServerConfig":
         if not 1 <= self.port <= 65535 and self.port != 0:
@@ -83,6 +87,12 @@ class ServerConfig:
             raise ValueError(f"backend must be one of {BACKENDS}")
         if self.model_workers < 1:
             raise ValueError("model workers must be ≥ 1")
+        if self.oneshot_queue < 1:
+            raise ValueError("the one-shot queue must hold ≥ 1 request")
+        if self.offers_per_minute < 0 or self.uploads_per_minute < 0:
+            raise ValueError("rate limits must be ≥ 0 (0 turns a limit off)")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
         if self.room_cap < 2:
             raise ValueError("room cap must be ≥ 2")
         if not 0 <= self.audio_delay_ms <= 500:
@@ -165,9 +175,20 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "connect_timeout": ("CONNECT_TIMEOUT", float, "seconds for ICE/DTLS to complete after the answer"),
     "retry_after": ("RETRY_AFTER", int, "Retry-After seconds sent with 503"),
     "log_level": ("LOG_LEVEL", str, "logging level"),
+    "allowed_origins": (
+        "ALLOWED_ORIGINS",
+        str,
+        "comma list of other browser origins allowed to call (https://app.example); * for any",
+    ),
+    "offers_per_minute": ("OFFERS_PER_MINUTE", float, "offers per client address per minute (429 past it); 0: no limit"),
+    "uploads_per_minute": ("UPLOADS_PER_MINUTE", float, "POST /v1/avatar per client address per minute; 0: no limit"),
+    "oneshot_queue": ("ONESHOT_QUEUE", int, "one-shot requests (uploads, downloads) queued or running; more get 503"),
+    "header_timeout": ("HEADER_TIMEOUT", float, "seconds a client may take to send a request head"),
+    "body_timeout": ("BODY_TIMEOUT", float, "seconds a client may take to send a request body"),
     "janus": ("JANUS", str, "rooms' SFU: auto (start a local Janus if installed), off, or ws://host:port/ | unix:/path"),
     "janus_api_secret": ("JANUS_API_SECRET", str, "API secret of a Janus we do not start"),
     "janus_admin_key": ("JANUS_ADMIN_KEY", str, "VideoRoom admin_key of a Janus we do not start"),
+    "janus_socket": ("JANUS_SOCKET", str, "API socket path of the Janus we start (other workers: --janus unix:PATH)"),
     "janus_rtp_ports": ("JANUS_RTP_PORTS", str, "UDP port range of a supervised Janus (min-max)"),
     "janus_public_ip": ("JANUS_PUBLIC_IP", str, "public address a supervised Janus advertises (1:1 NAT)"),
     "room_cap": ("ROOM_CAP", int, "people per room"),
@@ -200,9 +221,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``https://a.example, http://b.example:8080`` → normalised origins (lower case, no slash)."""
+    return tuple(o.strip().rstrip("/").lower() for o in text.split(",") if o.strip())
+
+
 def _coerce(name: str, raw: Any) -> Any:
     if name == "ice_servers":
         return parse_ice_servers(raw) if isinstance(raw, str) else tuple(raw)
+    if name == "allowed_origins":
+        return parse_origins(raw) if isinstance(raw, str) else tuple(raw)
     return raw
 
 

@@ -216,7 +216,8 @@ class JanusSupervisor:
             env["LD_PRELOAD"] = str(build_loopback_shim())
         if self._runtime is None:
             self._runtime = Path(tempfile.mkdtemp(prefix="s2f-janus-"))
-        sock = self._runtime / janus_config.SOCKET_NAME
+        # a preset socket path lets other worker processes share this Janus (S2F_JANUS=unix:PATH)
+        sock = Path(self.settings.api_unix) if self.settings.api_unix else self._runtime / janus_config.SOCKET_NAME
         self.settings = _with(self.settings, api_unix=str(sock), plugin_dir=find_plugin_dir())
         cfg = janus_config.write(self.settings, self._runtime / "conf")
         with contextlib.suppress(FileNotFoundError):

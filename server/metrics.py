@@ -25,7 +25,7 @@ class Metrics:
         self.refinement_latency = Histogram(
             "s2f_refinement_latency_seconds",
             "Wall time of a pipeline push that produced a refinement (queue + compute)",
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 5.0),
             registry=r,
         )
         self.first_frame_seconds = Histogram(
@@ -46,6 +46,9 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.assistant_sessions = Gauge("s2f_live_assistant_sessions", "Assistant websocket sessions open", registry=r)
+        self.assistant_sessions_total = Counter("s2f_assistant_sessions", "Assistant websocket sessions admitted", registry=r)
+        self.assistant_frames_sent = Counter("s2f_assistant_frames_sent", "Frames sent on assistant websockets", registry=r)
         self.avatar_requests = Counter("s2f_avatar_requests", "POST /v1/avatar by outcome", ["outcome"], registry=r)
         self.closed_sessions = Counter("s2f_closed_sessions", "Calls closed, by reason", ["reason"], registry=r)
 

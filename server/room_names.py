@@ -7,10 +7,9 @@ or server restart because nothing about it had to be remembered. A name we did n
 refused before Janus hears of it. The Janus room behind a name has a secret and a PIN
 derived the same way, so only our server can create, join or destroy it.
 
-The secret is ``S2F_ROOM_SECRET`` (which also salts ``room`` privacy avatars); without it
-a process-random secret is drawn at import, so links last until the server restarts, and
-several worker processes must be given the same value (``ensure_secret`` exports it for
-children started afterwards).
+The secret is the server's room secret (``state.room_secret``: ``S2F_ROOM_SECRET``, which
+also salts ``room`` privacy avatars, else a random one per run): links last as long as it
+does, and every worker process serving rooms must be given the same value.
 """
 
 from __future__ import annotations
@@ -18,28 +17,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
+
+from .state import room_secret
 
 SLUG_CHARS = 10  # 50 random bits: unguessable
 TAG_CHARS = 6  # 30 bits: a forged name is refused before it costs anything
 _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o/1/l: links get read aloud
 NAME_RE = re.compile(rf"^[{_ALPHABET}]{{{SLUG_CHARS}}}-[{_ALPHABET}]{{{TAG_CHARS}}}$")
-ENV = "S2F_ROOM_SECRET"
-_PROCESS_SECRET = secrets.token_urlsafe(32)
-
-
-def ensure_secret() -> str:
-    """The room secret; exported to the environment so worker processes started later share it."""
-    value = os.environ.get(ENV)
-    if not value:
-        value = os.environ[ENV] = _PROCESS_SECRET
-    return value
 
 
 def _secret() -> bytes:
-    return (os.environ.get(ENV) or _PROCESS_SECRET).encode()
+    return room_secret().encode()
 
 
 def _encode(raw: bytes, n: int) -> str:

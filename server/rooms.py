@@ -344,12 +344,13 @@ def _janus_settings(config: ServerConfig) -> JanusSettings:
         kwargs["api_secret"] = config.janus_api_secret
     if config.janus_admin_key:
         kwargs["admin_key"] = config.janus_admin_key
+    if config.janus_socket:
+        kwargs["api_unix"] = config.janus_socket
     return JanusSettings(**kwargs)
 
 
 def make_service(state: ServerState) -> RoomService:
     config = state.config
-    room_names.ensure_secret()
     if config.janus == "off":
         return RoomService(state, None, "started with --janus off")
     settings = _janus_settings(config)

@@ -13,6 +13,7 @@ import signal
 from typing import Sequence
 
 from .config import ServerConfig, parse_args
+from .errors import install_log_filter
 
 log = logging.getLogger("speech2face.serve")
 
@@ -42,12 +43,14 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     from aiohttp import web
 
     from .app import create_app
+    from .runner import make_runner
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = make_runner(app, header_timeout=config.header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=5.0)
     await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.port  # the real one when --port 0
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,12 +61,12 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None, stop: 
     log.info(
         "serving on http://%s:%d/ (budget %d calls, %d px @ %g fps)",
         config.host,
-        config.port,
+        port,
         config.session_budget,
         config.size,
         config.fps,
     )
-    print(f"speech2face: serving on http://{config.host}:{config.port}/", flush=True)
+    print(f"speech2face: serving on http://{config.host}:{port}/", flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -87,13 +90,19 @@ def run(config: ServerConfig) -> int:
     )
     logging.getLogger("aioice").setLevel(logging.WARNING)
     logging.getLogger("aiortc").setLevel(logging.WARNING)
+    install_log_filter()
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:
         pass
-    asyncio.run(serve(config))
+    from .oneshot import shutdown_workers
+
+    try:
+        asyncio.run(serve(config))
+    finally:
+        shutdown_workers()
     return 0
 
 

@@ -7,14 +7,19 @@ assistants) imports it from here rather than from ``app`` (which imports them).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection
+
+from engines.animator import FaceAnimator, LayerCache, LayerFactory
+from engines.render import FaceLayers
 
 from . import ice
 from .admission import Admission, Full
@@ -23,8 +28,12 @@ from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
 from .errors import HttpError
 from .metrics import Metrics
-from .offer import parse_offer
+from .offer import parse_offer, skin_tones
+from .oneshot import OneShotQueue
+from .ratelimit import RateLimiter
 from .turn import ice_servers_for_browser
+
+log = logging.getLogger("speech2face.server")
 
 # typed application keys (aiohttp ≥ 3.9)
 STATE = web.AppKey("s2f_state", "ServerState")
@@ -34,21 +43,26 @@ CLIENT = web.AppKey("s2f_client_dir", Path)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None, renderer_factory: Callable[[int], Any] | None = None) -> None:
+    def __init__(self, config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> None:
         self.config = config
         self.engine = engine
-        self.renderer_factory = renderer_factory
+        self.layer_factory: LayerFactory = LayerCache(layer_factory or FaceLayers.build)
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
         # Rasterising a new face (~50 ms) must not queue behind model work nor block the loop.
         self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2f-render")
+        self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after, config.backend)
+        self.offer_limiter = RateLimiter(config.offers_per_minute)
+        self.upload_limiter = RateLimiter(config.uploads_per_minute)
         self.admission = Admission(config.session_budget)
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
         self.calls: dict[str, Call] = {}
+        self.assistants: dict[str, Any] = {}  # assistant_ws.AssistantSession by id
         self.started_at = time.time()
         self.engine_error: str | None = None
         self.lag_task: asyncio.Task | None = None
+        self.warm_task: asyncio.Future | None = None
         self.batcher: ModelBatcher | None = None
         self._trim_handle: asyncio.TimerHandle | None = None
 
@@ -59,6 +73,10 @@ class ServerState:
             t = loop.time()
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.batcher is not None
 
     def retry_headers(self) -> dict[str, str]:
         """What a 503 sends: when to try again."""
@@ -75,14 +93,14 @@ class ServerState:
             loop = asyncio.get_running_loop()
             self.engine = await loop.run_in_executor(
                 self.model_executor,
-                lambda: AvatarEngine(backend=self.config.backend, room_secret=os.environ.get("S2F_ROOM_SECRET", "")),
+                lambda: AvatarEngine(backend=self.config.backend, room_secret=room_secret()),
             )
-        if self.renderer_factory is None:
-            from engines.render import AvatarRenderer
-
-            self.renderer_factory = lambda size: AvatarRenderer(size=size)
         self.batcher = ModelBatcher(self.engine, self.model_executor)
         self.batcher.start()
+
+    def make_animator(self, size: int, **kwargs: Any) -> FaceAnimator:
+        """A new face at rest (slow: it rasterises; run it in ``render_executor``)."""
+        return FaceAnimator(size, layer_factory=self.layer_factory, **kwargs)
 
     def call_closed(self, call: Call) -> None:
         if self.calls.pop(call.id, None) is not None:
@@ -108,16 +126,19 @@ class ServerState:
         self._trim_handle = loop.call_later(1.0, run)
 
     async def close_all(self, reason: str = "shutdown") -> None:
-        calls = list(self.calls.values())
-        if calls:
-            await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+        sessions = list(self.calls.values()) + list(self.assistants.values())
+        if sessions:
+            await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # --- signalling shared by POST /offer and the websocket ---
     async def answer(self, body: Any, *, send_video: bool = True) -> dict:
         """Answer a caller's offer with a new Call; ``send_video=False`` for a room member,
         whose avatar leaves through Janus rather than back on this peer connection."""
-        options, offer = parse_offer(body, self.config)
-        if self.engine is None or self.renderer_factory is None:
+        if self.admission.in_use >= self.admission.budget:  # full: say so before judging the offer
+            self.metrics.rejected_sessions.inc()
+            raise HttpError(f"server is full ({self.admission.budget} calls)", 503, self.retry_headers())
+        options, offer = parse_offer(body, self.config, video=send_video)
+        if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
         placeholder = "pending-" + os.urandom(6).hex()
         try:
@@ -129,7 +150,7 @@ class ServerState:
         pc: RTCPeerConnection | None = None
         try:
             loop = asyncio.get_running_loop()
-            renderer = await loop.run_in_executor(self.render_executor, self.renderer_factory, options.size)
+            animator = await loop.run_in_executor(self.render_executor, self.make_animator, options.size)
             pc = RTCPeerConnection(configuration=ice.rtc_configuration(self.config))
             call = Call(
                 pc,
@@ -139,8 +160,7 @@ class ServerState:
                 self.batcher,
                 self.model_executor,
                 self.metrics,
-                renderer,
-                self.renderer_factory,
+                animator,
                 self.render_executor,
                 on_closed=self.call_closed,
             )
@@ -179,7 +199,7 @@ class ServerState:
             "default_size": self.config.size,
             "default_privacy": self.config.privacy,
             "fps": self.config.fps,
-            "skin_tones": _skin_tones(),
+            "skin_tones": skin_tones(),
             "ice_servers": ice_servers,
             "confident_seconds": CONFIDENT_SECONDS,
         }
@@ -197,7 +217,22 @@ def _load_malloc_trim():
 _malloc_trim = _load_malloc_trim()
 
 
-def _skin_tones() -> list[str]:
-    from engines.face import SKIN_TONES
+_generated_secret: str | None = None
 
-    return list(SKIN_TONES)
+
+def room_secret() -> str:
+    """``S2F_ROOM_SECRET``, else a random one for this process (warned once).
+
+    The room mode salts each face with this secret; an empty or public one would let anyone
+    who knows a room name compute its face mapping from the public code. A generated secret
+    keeps rooms unlinkable but changes every restart (faces in a room change with it); set
+    ``S2F_ROOM_SECRET`` to keep them across restarts and server replicas.
+    """
+    global _generated_secret
+    configured = os.environ.get("S2F_ROOM_SECRET", "")
+    if configured:
+        return configured
+    if _generated_secret is None:
+        _generated_secret = secrets.token_hex(32)
+        log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
+    return _generated_secret

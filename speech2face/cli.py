@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from engines.choices import BACKENDS, PRIVACY_MODES, SIZES
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per inference: see ARCHITECTURE pitfalls
 
 EXIT_USAGE = 2
@@ -58,7 +60,7 @@ def cmd_avatar(args: argparse.Namespace) -> int:
     from engines.render import render_png, render_svg
 
     _check_privacy(args)
-    if args.size not in (256, 384, 512):
+    if args.size not in SIZES:
         raise UserError("--size must be 256, 384 or 512")
     audio = _decode(args.clip)
     engine = _engine(args.backend)
@@ -153,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--backend", default=os.environ.get("S2F_BACKEND", "onnx"), choices=("onnx", "torch", "tensorrt"))
-        sp.add_argument("--privacy", default="stable", choices=("stable", "room", "random"))
+        sp.add_argument("--backend", default=os.environ.get("S2F_BACKEND", "onnx"), choices=BACKENDS)
+        sp.add_argument("--privacy", default="stable", choices=PRIVACY_MODES)
         sp.add_argument("--room", default=None, help="room name (privacy mode 'room')")
 
     sp = sub.add_parser("serve", help="run the live call service (all flags: speech2face serve --help)", add_help=False)
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_avatar)
 
-    sp = sub.add_parser("analyze", help="JSON lines per file (the contract in ARCHITECTURE.md)")
+    sp = sub.add_parser("analyze", help="JSON lines per file (the contract in the README)")
     sp.add_argument("files", nargs="+")
     sp.add_argument("--json", action="store_true", required=False)
     sp.add_argument("--seconds", type=float, default=None, help="use only the first N seconds of speech")
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="agreement report over a labelled manifest CSV")
     sp.add_argument("manifest")
     sp.add_argument("--out", default="eval-output", help="report folder")
-    sp.add_argument("--backend", default="onnx", choices=("onnx", "torch", "tensorrt"))
+    sp.add_argument("--backend", default="onnx", choices=BACKENDS)
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("build-engines", help="export ONNX and build TensorRT engines ahead of time")
@@ -193,7 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="engine benchmarks, each against its baseline")
     sp.add_argument("--quick", action="store_true", help="fewer repetitions")
-    sp.add_argument("--json", default=None, help="also write the figures as JSON here")
+    sp.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="print every figure as one JSON object on stdout (the table goes to stderr), or write it to FILE",
+    )
     sp.set_defaults(func=cmd_bench)
     return p
 

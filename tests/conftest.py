@@ -11,6 +11,9 @@ import os
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# before any import of onnxruntime (piper-tts imports it too): see engines/__init__.py
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
 
 import importlib.util  # noqa: E402
 import sys  # noqa: E402
@@ -77,6 +80,22 @@ def speech_wav() -> dict[str, Path]:
         g: voices.synthesize(voices.voice_by_name(name), voices.SPEECH_WAV_SENTENCE)
         for g, name in voices.SPEECH_WAV_VOICES.items()
     }
+
+
+@pytest.fixture(scope="session")
+def tts24k(speech_wav) -> dict:
+    """The speech clips as a TTS engine hands them to an assistant avatar: int16 mono at 24 kHz,
+    leading silence cut (the first sample is the start of speech). ``{"female": ..., "male": ...}``."""
+    import numpy as np
+
+    from tests.server_helpers import read_wav_16k, to_rate
+
+    out = {}
+    for g, path in speech_wav.items():
+        pcm = to_rate(read_wav_16k(path), 24_000)
+        loud = np.flatnonzero(np.abs(pcm) > 0.05 * 32768)
+        out[g] = pcm[max(0, loud[0] - 240) :]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ async def serving_rooms(engine: Any, config: ServerConfig) -> AsyncIterator[tupl
 
     use_loopback()
     app = create_app(config, engine=engine)
-    runner, url = await start_app(app)
+    runner, url = await start_app(app, config.header_timeout)
     try:
         svc = app[ROOMS]
         assert await svc.supervisor.wait_up(15.0), svc.supervisor.status()

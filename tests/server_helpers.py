@@ -55,6 +55,29 @@ def to_48k(pcm16k: np.ndarray) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def to_rate(pcm16k: np.ndarray, rate: int) -> np.ndarray:
+    """Float mono 16 kHz → int16 mono at ``rate`` (what a TTS engine hands an assistant avatar)."""
+    frame = av.AudioFrame.from_ndarray(pcm16k.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate = 16_000
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.int16)
+
+
+def envelope_db(pcm: np.ndarray, ends: np.ndarray, window: float = 0.04, rate: int = AUDIO_RATE) -> np.ndarray:
+    """dBFS of ``pcm`` (float, or int16 scaled to ±1) over the ``window`` before each media time in ``ends``."""
+    x = pcm.astype(np.float64) / (32768.0 if pcm.dtype == np.int16 else 1.0)
+    n = int(window * rate)
+    out = []
+    for t in ends:
+        b = int(round(t * rate))
+        seg = x[max(0, b - n) : b]
+        rms = float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
+        out.append(20 * np.log10(max(rms, 1e-6)))
+    return np.array(out)
+
+
 def make_speech_wav(path: Path, voice: str = "en+f3", text: str | None = None) -> Path:
     """~6 s of espeak-ng speech at 16 kHz mono (for development when conftest is absent)."""
     text = text or (
@@ -227,11 +250,13 @@ def use_loopback() -> None:
     ice.use_loopback_only(True)
 
 
-async def start_app(app) -> tuple[Any, str]:
+async def start_app(app, header_timeout: float = 10.0) -> tuple[Any, str]:
     """Run an aiohttp app on an ephemeral 127.0.0.1 port; returns (runner, base_url)."""
     from aiohttp import web
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    from server.runner import make_runner
+
+    runner = make_runner(app, header_timeout=header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -247,7 +272,7 @@ async def serving(engine: Any, config: Any) -> AsyncIterator[tuple[str, Any]]:
 
     use_loopback()
     app = create_app(config, engine=engine)
-    runner, url = await start_app(app)
+    runner, url = await start_app(app, config.header_timeout)
     try:
         yield url, app[STATE]
     finally:

@@ -18,7 +18,16 @@ import pytest_asyncio
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from server.config import ServerConfig  # noqa: E402
-from tests.server_helpers import AUDIO_RATE, ArrayAudioTrack, Caller, read_wav_16k, serving, to_48k, wait_for  # noqa: E402
+from tests.server_helpers import (  # noqa: E402
+    AUDIO_RATE,
+    ArrayAudioTrack,
+    Caller,
+    envelope_db,
+    read_wav_16k,
+    serving,
+    to_48k,
+    wait_for,
+)
 
 LEAD_S, TAIL_S = 1.5, 2.0
 
@@ -27,18 +36,6 @@ LEAD_S, TAIL_S = 1.5, 2.0
 async def server(onnx_engine):
     async with serving(onnx_engine, ServerConfig(port=0, session_budget=4)) as served:
         yield served
-
-
-def envelope_db(pcm48k: np.ndarray, ends: np.ndarray, window: float = 0.04) -> np.ndarray:
-    """dBFS of the sent audio over the ``window`` before each media time in ``ends``."""
-    n = int(window * AUDIO_RATE)
-    out = []
-    for t in ends:
-        b = int(round(t * AUDIO_RATE))
-        seg = pcm48k[max(0, b - n) : b]
-        rms = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if len(seg) else 0.0
-        out.append(20 * np.log10(max(rms, 1e-6)))
-    return np.array(out)
 
 
 @pytest.mark.asyncio
@@ -69,7 +66,7 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     hello = res.status[0]
     assert hello["type"] == "hello" and hello["version"] == 0
     neutral = onnx_engine.pipeline().current.params.as_dict()
-    assert max(abs(hello["params"][k] - neutral[k]) for k in neutral) < 1e-6
+    assert max(abs(hello["face"]["params"][k] - neutral[k]) for k in neutral) < 1e-6
     early = [f for f in res.frames if f["audio_t"] < LEAD_S - 0.1]
     assert early and all(f["version"] == 0 for f in early)
 
@@ -77,15 +74,15 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     versions = [m["version"] for m in res.status if m["type"] == "status"]
     assert len(versions) >= 5, versions
     assert all(b > a for a, b in zip(versions, versions[1:])), versions
-    heard = [m["seconds_heard"] for m in res.status if m["type"] == "status"]
+    heard = [m["speech_seconds"] for m in res.status if m["type"] == "status"]
     assert heard == sorted(heard) and heard[-1] > 3.0
     frame_versions = [f["version"] for f in res.frames]
     assert frame_versions == sorted(frame_versions) and frame_versions[-1] == versions[-1]
 
     # the final face equals the one-shot analysis of the same audio (after Opus, within tolerance)
     final = res.status[-1]
-    oneshot = onnx_engine.analyze(speech, seconds=final["seconds_heard"])
-    live = np.array([final["params"][k] for k in oneshot.params.as_dict()])
+    oneshot = onnx_engine.analyze(speech, seconds=final["speech_seconds"])
+    live = np.array([final["face"]["params"][k] for k in oneshot.params.as_dict()])
     diff = np.abs(live - oneshot.params.vector)
     # Opus is not bit-exact, so the speaker embedding moves a little; traits must not,
     # identity params (a projection of the embedding) may move slightly more.
@@ -135,11 +132,11 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
         from engines.face import SPECS_BY_NAME
 
         deep = SPECS_BY_NAME["skin_tone"].value_of("deep")
-        assert abs(caller.result.status[0]["params"]["skin_tone"] - deep) < 1e-6
+        assert abs(caller.result.status[0]["face"]["params"]["skin_tone"] - deep) < 1e-6
         caller.channel.send('{"type": "configure", "size": 256, "skin_tone": "light"}')
         assert await wait_for(lambda: caller.result.video_size == (256, 256), 5.0)
         light = SPECS_BY_NAME["skin_tone"].value_of("light")
-        assert await wait_for(lambda: abs(caller.result.status[-1]["params"]["skin_tone"] - light) < 1e-6, 5.0)
+        assert await wait_for(lambda: abs(caller.result.status[-1]["face"]["params"]["skin_tone"] - light) < 1e-6, 5.0)
         # download the live face
         r = await session.get(f"{url}/v1/calls/{caller.call_id}/avatar?format=svg")
         assert r.status == 200 and "<svg" in await r.text()

@@ -65,7 +65,7 @@ async def test_avatar_formats_by_accept_and_query(api, speech_wav):
     assert r.status == 200
     body = await r.json()
     assert body["version"] > 0 and body["gender"]["label"] in ("female", "male")
-    assert set(body["params"]) >= {"femininity", "age", "skin_tone"} and body["seconds_heard"] > 3
+    assert set(body["face"]["params"]) >= {"femininity", "age", "skin_tone"} and body["speech_seconds"] > 3
     # ?format= wins over Accept; q-values are honoured
     r = await session.post(url + "/v1/avatar?format=svg", data=data, headers={"Accept": "image/png"})
     assert r.content_type == "image/svg+xml"
@@ -94,7 +94,7 @@ async def test_avatar_every_container(api, bad_inputs):
             continue
         r = await session.post(url + "/v1/avatar?format=json", data=bad_inputs[key].read_bytes())
         assert r.status == 200, (key, await r.text())
-        assert (await r.json())["seconds_heard"] > 1.0, key
+        assert (await r.json())["speech_seconds"] > 1.0, key
 
 
 @pytest.mark.asyncio
@@ -144,7 +144,8 @@ async def test_avatar_caps_and_bad_bodies(api, bad_inputs):
 @pytest.mark.asyncio
 async def test_offer_validation(api):
     url, session, state = api
-    await expect_error(await session.post(url + "/offer", data=b"{not json"), 400)
+    await expect_error(await session.post(url + "/offer", data=b"{not json", headers={"Content-Type": "application/json"}), 400)
+    await expect_error(await session.post(url + "/offer", data=b'{"type": "offer"}'), 415)  # text/plain: no CORS preflight
     await expect_error(await session.post(url + "/offer", json=[1, 2]), 400)
     await expect_error(await session.post(url + "/offer", json={"sdp": "v=0", "type": "answer"}), 400)
     await expect_error(await session.post(url + "/offer", json={"type": "offer"}), 400)

@@ -1,4 +1,7 @@
-"""Small pure pieces of the server: mouth envelope, blinks, config, ICE filtering, admission."""
+"""Small pure pieces of the server: config, ICE filtering, admission, batching, VP8 settings.
+
+(The mouth envelope and blinks moved to engines/; their tests are in test_animator.py.)
+"""
 
 from __future__ import annotations
 
@@ -6,40 +9,8 @@ import numpy as np
 import pytest
 
 from server.admission import Admission, Full
-from server.blink import Blinker, closure
 from server.config import from_sources, parse_ice_servers
 from server.ice import keep_loopback_candidates
-from server.mouth import MouthEnvelope
-
-
-def test_mouth_follows_loudness_and_closes_in_silence():
-    clock = [0.0]
-    env = MouthEnvelope(clock=lambda: clock[0])
-    rng = np.random.default_rng(0)
-    values = []
-    for i in range(100):  # 2 s: silence, loud, quiet, silence (20 ms packets)
-        amp = [0.0, 0.3, 0.02, 0.0][i // 25]
-        x = (rng.standard_normal(960) * amp * 32767).astype(np.int16)
-        clock[0] = i * 0.02
-        env.push(x, 48_000, arrival=clock[0])
-        values.append(env.reading(clock[0]).value)
-    v = np.array(values)
-    assert np.all(v[:25] == 0) and np.all(v[-20:] == 0)
-    assert v[30:45].mean() > v[55:70].mean() > 0.0  # louder opens wider (relative to the recent peak)
-    r = env.reading(clock[0] + 0.5)  # no audio for 0.5 s: the mouth closes
-    assert r.value == 0.0 and r.age == pytest.approx(0.5)
-    assert env.reading(clock[0]).audio_t == pytest.approx(2.0)
-
-
-def test_blinks_are_natural():
-    b = Blinker(seed=1)
-    t = np.arange(0, 120, 1 / 60)
-    v = np.array([b.value(x) for x in t])
-    assert v.min() == 0.0 and v.max() == 1.0
-    starts = np.flatnonzero((v[1:] > 0) & (v[:-1] == 0))
-    per_minute = len(starts) / 2
-    assert 8 <= per_minute <= 30, per_minute
-    assert closure(0.035) == pytest.approx(0.5) and closure(1.0) == 0.0
 
 
 def test_config_flags_over_env_over_defaults():

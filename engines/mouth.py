@@ -8,6 +8,13 @@ frame never shows a mouth older than one frame period plus one 20 ms audio packe
 
 Loudness is mapped in dB above an adaptive noise floor, so room hum keeps the mouth shut
 and a quiet talker still moves it; when audio stops arriving the mouth closes.
+
+A mouth is (openness, shape): ``MouthState``. The shape is a viseme (``engines.viseme``)
+estimated from the same last ~40 ms of audio; packets are only buffered on arrival and the
+spectral analysis runs once per video frame, in ``reading``. ``toward``/``mix`` name the
+second-heaviest shape and its share: while the lips close toward an M or a pause, the
+closed shape's share closes the mouth part way (the estimator smooths its weights over
+~35 ms, so shapes change smoothly).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from .viseme import VisemeEstimator
 
 WINDOW_S = 0.040
 #: The mouth opens from GATE_DB above the noise floor (or RANGE_DB below the recent peak,
@@ -32,6 +41,17 @@ FLOOR_RISE_DB_PER_S = 0.5  # the floor follows quieter input at once, louder inp
 PEAK_MIN_DB = -45.0  # a peak tracker never believes speech is quieter than this
 PEAK_DECAY_DB_PER_S = 2.0  # the peak follows louder input at once, quieter input slowly
 STALE_S = 0.12  # no audio this long → mouth closes (the caller paused sending or vanished)
+NEUTRAL_SHAPE = "neutral"  # no viseme information (the renderer draws its generic open mouth)
+
+
+@dataclass(frozen=True)
+class MouthState:
+    """What the picture shows of the mouth: openness 0 (closed) … 1 (wide) and a shape name."""
+
+    open: float = 0.0
+    shape: str = NEUTRAL_SHAPE
+    toward: str = ""  # the second shape ("rest" while the lips close)
+    mix: float = 0.0  # its share, 0 … 0.5
 
 
 @dataclass(frozen=True)
@@ -40,13 +60,17 @@ class MouthReading:
     audio_t: float  # media time (s since the first received sample) of the newest sample used
     age: float  # seconds between that sample's arrival and now
     level_db: float  # dBFS of the window
+    shape: str = NEUTRAL_SHAPE  # heaviest viseme of the window
+    toward: str = ""  # second-heaviest viseme
+    mix: float = 0.0  # its share of the two
 
 
 class MouthEnvelope:
     """Feed raw audio frames with :meth:`push`; read :meth:`reading` at frame time."""
 
-    def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic) -> None:
+    def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic, visemes: bool = True) -> None:
         self._window_s = window_s
+        self._visemes = VisemeEstimator(window_s) if visemes else None
         self._clock = clock
         self._chunks: deque[tuple[float, int]] = deque()  # (sum of squares, n) per packet
         self._window_sum = 0.0
@@ -69,6 +93,9 @@ class MouthEnvelope:
         if n == 0:
             return self._value
         ss = float(np.dot(x, x))
+        if self._visemes is not None:
+            mono = x if channels <= 1 else x[: (n // channels) * channels].reshape(-1, channels).mean(axis=1)
+            self._visemes.push(mono, rate, analyse=False)
         self._rate = rate
         self._chunks.append((ss, n))
         self._window_sum += ss
@@ -101,7 +128,13 @@ class MouthEnvelope:
             return MouthReading(0.0, 0.0, 0.0, -120.0)
         age = max(0.0, now - self._last_arrival)
         value = self._value if age <= STALE_S else 0.0
-        return MouthReading(value, self._samples / self._rate, age, self._level_db)
+        if self._visemes is None:
+            return MouthReading(value, self._samples / self._rate, age, self._level_db)
+        if age > STALE_S:
+            return MouthReading(value, self._samples / self._rate, age, self._level_db, "rest")
+        self._visemes.update()
+        shape, toward, mix = self._visemes.top2()
+        return MouthReading(value, self._samples / self._rate, age, self._level_db, shape, toward, mix)
 
 
 def openness(level_db: float, floor_db: float, peak_db: float) -> float:
