@@ -171,6 +171,15 @@ def second_half(av: dict) -> dict:
     }
 
 
+def child_pid(parent: int, name: str) -> int:
+    """The pid of ``parent``'s child process called ``name`` (our server's supervised Janus)."""
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                return int(pid)
+    raise RuntimeError(f"no {name} child of {parent}")
+
+
 async def _window(procs: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:
     cpu0 = {n: cpu_seconds(p) for n, p in procs.items()}
     t0 = time.monotonic()
@@ -210,8 +219,7 @@ async def measure(args: argparse.Namespace) -> dict:
         await wait_healthy(bare_url, bare)
         voices = [voice_48k(v, 0) for v in VOICES]
         async with aiohttp.ClientSession() as http:
-            health = await (await http.get(url + "/healthz")).json()
-            janus_pid = health["rooms"]["janus"]["pid"]
+            janus_pid = child_pid(ours.pid, "janus")
             procs = {"ours": ours.pid, "bare": bare.pid, "janus": janus_pid}
 
             # 1:1 (today) and bare aiortc, side by side, same number of callers

@@ -201,7 +201,7 @@ async function join() {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if ((msg.type === "status" || msg.type === "hello") && room.id) {
-        room.heard = msg.seconds_heard || 0;
+        room.heard = msg.speech_seconds || 0;
         const tile = room.tiles.get(room.id);
         if (tile) tile.el.querySelector(".detail").textContent = `${room.heard.toFixed(1)} s heard`;
       }

@@ -167,8 +167,6 @@ class JanusSupervisor:
         body = {"state": self.state, "managed": self.managed, "restarts": self.restarts}
         if self.detail:
             body["detail"] = self.detail
-        if self.pid is not None and self.managed:
-            body["pid"] = self.pid
         if self.up_since is not None and self.state == "up":
             body["up_s"] = round(time.monotonic() - self.up_since, 1)
         return body
