@@ -16,7 +16,6 @@ server's call budget applies to room members like any call.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import unicodedata
 from typing import Any
@@ -24,8 +23,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from . import room_names
+from .body import loads_strict
 from .config import ServerConfig
-from .errors import HttpError, json_error
+from .errors import HttpError, json_error, retry_after_seconds
 from .janus import JanusError, JanusGone, JanusHandle, JanusSession
 from .janus_config import JanusSettings
 from .janus_supervisor import JanusSupervisor
@@ -298,17 +298,14 @@ async def room_socket(request: web.Request) -> web.WebSocketResponse:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                body = json.loads(msg.data)
+                body = loads_strict(msg.data)
                 if not isinstance(body, dict):
-                    raise ValueError
-            except ValueError:
-                await ws.send_json({"type": "error", "status": 400, "error": "message is not a JSON object"})
-                continue
-            kind = body.get("type")
-            try:
+                    raise HttpError("message is not a JSON object")
+                kind = body.get("type")
                 if kind == "join":
                     if member is not None:
                         raise HttpError("already joined")
+                    svc.state.offer_limiter.take(request.remote or "", "offers")  # a join is an offer
                     member = await svc.join(room, body, ws)
                 elif kind == "media-answer":
                     if member is None:
@@ -320,8 +317,9 @@ async def room_socket(request: web.Request) -> web.WebSocketResponse:
                     raise HttpError('expected {"type": "join" | "media-answer" | "leave"}')
             except HttpError as exc:
                 err = {"type": "error", "status": exc.status, "error": str(exc), "reason": getattr(exc, "reason", None)}
-                if exc.headers and "Retry-After" in exc.headers:
-                    err["retry_after"] = int(exc.headers["Retry-After"])
+                retry = retry_after_seconds(exc)
+                if retry is not None:
+                    err["retry_after"] = retry
                 await ws.send_json(err)
                 if isinstance(exc, RoomFull):
                     break

