@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -72,27 +71,21 @@ def missing_requirements(loopback: bool) -> list[str]:
     return missing
 
 
-def build_loopback_shim(cache_dir: Path | None = None) -> Path:
-    """Compile janus_loopback.c once per source version; returns the .so path."""
-    from platformdirs import user_cache_dir
-
-    source = SHIM_SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:12]
-    out_dir = Path(cache_dir or user_cache_dir("speech2face"))
-    out = out_dir / f"janus_loopback-{digest}.so"
+def build_loopback_shim(out_dir: Path) -> Path:
+    """Compile janus_loopback.c into ``out_dir`` (Janus's private 0700 run folder, removed
+    when Janus stops: nothing is left in the user's home, and no other user can plant a
+    library that Janus would preload); reused across restarts of the same run."""
+    out = out_dir / "janus_loopback.so"
     if out.exists():
         return out
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise JanusUnavailable("Janus on 127.0.0.1 needs a C compiler for its loopback shim: apt-get install gcc libc6-dev")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(SHIM_SOURCE), "-ldl"], capture_output=True, text=True
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl"], capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise JanusUnavailable(f"could not compile the Janus loopback shim: {proc.stderr.strip()[:500]}")
-    os.replace(tmp, out)
     return out
 
 
@@ -210,10 +203,10 @@ class JanusSupervisor:
         if binary is None:
             raise JanusUnavailable("Janus is not installed (Debian: apt-get install janus)")
         env = dict(os.environ)
-        if self.settings.loopback:
-            env["LD_PRELOAD"] = str(build_loopback_shim())
         if self._runtime is None:
             self._runtime = Path(tempfile.mkdtemp(prefix="s2f-janus-"))
+        if self.settings.loopback:
+            env["LD_PRELOAD"] = str(await asyncio.to_thread(build_loopback_shim, self._runtime))
         # a preset socket path lets other worker processes share this Janus (S2F_JANUS=unix:PATH)
         sock = Path(self.settings.api_unix) if self.settings.api_unix else self._runtime / janus_config.SOCKET_NAME
         self.settings = _with(self.settings, api_unix=str(sock), plugin_dir=find_plugin_dir())
