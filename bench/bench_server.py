@@ -14,6 +14,17 @@ frame period + 20 ms).
     python bench/bench_server.py --callers 4 --seconds 30
     python bench/bench_server.py --json results.json
 
+``--suite`` runs the whole table of issue 11, each row a fresh pair of servers: refining at 4
+and 8 callers, settled (``--max-speech-seconds`` below the warm-up) and silent callers at 4,
+and ours with ``--workers 1`` and ``--workers 2`` at ``--machine-callers``. Ours runs with
+``--workers 1`` unless told (one process against the one bare process); with more, the CPU
+of the supervisor and every worker is counted. Also printed: the encoder's batch sizes and
+CPU per partial as the server reached them (from its /metrics), and, for the workers rows,
+callers per machine estimated from the busiest process (a process cannot use more than one
+core: aiortc is GIL-bound).
+
+    python bench/bench_server.py --suite --seconds 20 --json suite.json
+
 ``--upload-burst N`` measures something else: fair sharing between calls and one-shot
 uploads. Our server alone, ``--callers`` (default 2 here) callers talking; the calls'
 refinement latency (the server's histogram) over a quiet window, then over a burst of N
@@ -34,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -144,6 +156,112 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# ----------------------------------------------------------------------------- workers, encoder
+def _worker_slot(pid: int) -> str | None:
+    """The ``_S2F_WORKER`` slot a supervisor gave this process, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return None
+    slot = env.get(b"_S2F_WORKER")
+    return slot.decode() if slot else None
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of a server, by pid: the process and, under ``--workers``, its worker
+    children. The one-shot worker processes (uploads; they load an engine at start-up and are
+    idle in this bench) are not the calls' cost and are left out."""
+    out = {pid: cpu_seconds(pid)}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            if int(parts[1]) == pid and _worker_slot(int(entry)):
+                out[int(entry)] = cpu_seconds(int(entry))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return out
+
+
+async def encoder_stats(session, url: str) -> dict[str, float]:
+    """The server's encoder counters: runs, partials, CPU seconds, and runs by batch bucket."""
+    async with session.get(url + "/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("s2f_encoder_batch_partials_count"):
+            out["runs"] = float(line.split()[-1])
+        elif line.startswith("s2f_encoder_batch_partials_sum"):
+            out["partials"] = float(line.split()[-1])
+        elif line.startswith("s2f_encoder_cpu_seconds_total"):
+            out["cpu_s"] = float(line.split()[-1])
+        elif line.startswith("s2f_encoder_batch_partials_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out["le_" + le] = float(line.split()[-1])
+    return out
+
+
+def encoder_delta(before: dict[str, float], after: dict[str, float]) -> dict:
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    runs, partials = d.get("runs", 0.0), d.get("partials", 0.0)
+    buckets = sorted((float(k[3:]) if k[3:] != "+Inf" else float("inf"), v) for k, v in d.items() if k.startswith("le_"))
+    hist, prev = {}, 0.0
+    for bound, cum in buckets:
+        if cum - prev > 0:
+            hist["≤" + (f"{bound:g}" if bound != float("inf") else "inf")] = int(cum - prev)
+        prev = cum
+    return {
+        "runs": int(runs),
+        "partials": int(partials),
+        "mean_batch": round(partials / runs, 2) if runs else None,
+        "cpu_ms_per_partial": round(1000 * d.get("cpu_s", 0.0) / partials, 2) if partials else None,
+        "runs_by_batch": hist,
+    }
+
+
+async def worker_spread(url: str, supervisor: int) -> dict[str, dict]:
+    """Each answering worker's calls (from /healthz on fresh connections: SO_REUSEPORT picks)
+    and pid (the supervisor's child that was given that slot)."""
+    import aiohttp
+
+    pids = {}
+    for pid in tree_cpu(supervisor):
+        slot = _worker_slot(pid)
+        if slot:
+            pids[slot.rsplit(":", 2)[1]] = pid
+    seen: dict[str, dict] = {}
+    for _ in range(40):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            async with s.get(url + "/healthz") as r:
+                h = await r.json()
+        if r.status != 200 or "worker" not in h:
+            continue
+        index = str(h["worker"]["index"])
+        seen[index] = {"pid": pids.get(index), "calls": h["worker"]["sessions"]}
+        if len(seen) == len(h["workers"]):
+            break
+    return seen
+
+
+def machine_capacity(
+    per_process: dict[int, float], spread: dict[str, dict], wall: float, callers: int, workers: int
+) -> float | None:
+    """Callers the machine could hold at this load: each process gets at most one core
+    (aiortc is GIL-bound), so the busiest worker sets the pace of all of them."""
+    cores = os.cpu_count() or 1
+    if workers <= 1:
+        busiest = max(per_process.values()) / wall
+        return round(min(1, cores) * callers / max(busiest, 1e-9), 1)
+    per_worker = [(v["calls"], per_process.get(v["pid"], 0.0) / wall) for v in spread.values()]
+    rates = [calls / frac for calls, frac in per_worker if calls and frac > 0]
+    if not rates:
+        return None
+    return round(min(workers, cores) * min(rates), 1)
+
+
 async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:  # a loaded machine starts slowly
     import aiohttp
 
@@ -186,6 +304,7 @@ async def measure(args: argparse.Namespace) -> dict:
     use_loopback()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     ours_port, bare_port = free_port(), free_port()
+    ours_log = tempfile.TemporaryFile("w+")  # our server's log: a traceback in it is a finding
     ours = subprocess.Popen(
         [
             sys.executable,
@@ -203,10 +322,13 @@ async def measure(args: argparse.Namespace) -> dict:
             "warning",
             "--max-speech-seconds",
             str(args.max_speech_seconds),
+            "--workers",
+            str(getattr(args, "workers", 1)),
         ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
+        stderr=ours_log,
     )
     bare = subprocess.Popen(
         [sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--size", str(args.size), "--fps", str(args.fps)],
@@ -219,7 +341,13 @@ async def measure(args: argparse.Namespace) -> dict:
     try:
         for name in urls:
             await wait_healthy(urls[name], procs[name])
-        voice = speech_48k()
+        workers = getattr(args, "workers", 1)
+        deadline = time.monotonic() + 180
+        while workers > 1 and len(await worker_spread(urls["ours"], ours.pid)) < workers:  # every worker has its engine
+            if time.monotonic() > deadline or ours.poll() is not None:
+                raise RuntimeError("our workers did not all become healthy")
+            await asyncio.sleep(0.5)
+        voice = np.zeros(48_000, np.float32) if getattr(args, "silent", False) else speech_48k()
         callers: dict[str, list[Caller]] = {name: [] for name in urls}
         async with aiohttp.ClientSession() as session:
             for i in range(args.callers):  # interleave joins so both servers warm up alike
@@ -237,13 +365,18 @@ async def measure(args: argparse.Namespace) -> dict:
                     raise RuntimeError("not every caller got a first frame within 15 s")
                 await asyncio.sleep(0.1)
             await asyncio.sleep(args.warmup)
-            cpu0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            cpu0 = {n: tree_cpu(p.pid) for n, p in procs.items()}
+            encoder0 = await encoder_stats(session, urls["ours"])
             frames0 = {n: [len(c.result.video_times) for c in cs] for n, cs in callers.items()}
             mouth0 = [len(c.result.frames) for c in callers["ours"]]
             t0 = time.monotonic()
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - t0
-            cpu = {n: cpu_seconds(p.pid) - cpu0[n] for n, p in procs.items()}
+            cpu_by_pid = {n: tree_cpu(p.pid) for n, p in procs.items()}
+            cpu = {n: sum(cpu_by_pid[n].values()) - sum(cpu0[n].values()) for n in procs}
+            per_process = {pid: c - cpu0["ours"].get(pid, 0.0) for pid, c in cpu_by_pid["ours"].items()}
+            encoder = encoder_delta(encoder0, await encoder_stats(session, urls["ours"]))
+            spread = await worker_spread(urls["ours"], ours.pid) if getattr(args, "workers", 1) > 1 else {}
             fps = {n: [(len(c.result.video_times) - f) / wall for c, f in zip(cs, frames0[n])] for n, cs in callers.items()}
             ages = np.array(
                 [f["mouth_age_ms"] for c, m in zip(callers["ours"], mouth0) for f in c.result.frames[m:] if f["audio_t"] > 0]
@@ -261,6 +394,9 @@ async def measure(args: argparse.Namespace) -> dict:
             except subprocess.TimeoutExpired:
                 p.kill()
 
+    ours_log.seek(0)
+    log_text = ours_log.read()
+    ours_log.close()
     per_caller = {n: cpu[n] / wall / args.callers for n in cpu}  # fraction of one core
     period_ms = 1000.0 / args.fps
     return {
@@ -271,6 +407,13 @@ async def measure(args: argparse.Namespace) -> dict:
         "seconds": round(wall, 1),
         "cpu_per_caller_core_fraction": {n: round(v, 4) for n, v in per_caller.items()},
         "cpu_ratio_ours_vs_bare": round(per_caller["ours"] / per_caller["bare"], 3),
+        # a starved server renders and encodes fewer frames: scale each by target/delivered fps
+        # (the model's work does not shrink with fps, so for ours this is an upper bound)
+        "cpu_ratio_at_full_fps": round(
+            (per_caller["ours"] * args.fps / max(float(np.mean(fps["ours"])), 1e-6))
+            / (per_caller["bare"] * args.fps / max(float(np.mean(fps["bare"])), 1e-6)),
+            3,
+        ),
         "callers_per_core": {n: round(1.0 / v, 1) for n, v in per_caller.items()},
         "fps_delivered_mean": {n: round(float(np.mean(v)), 2) for n, v in fps.items()},
         "fps_delivered_min": {n: round(float(np.min(v)), 2) for n, v in fps.items()},
@@ -287,6 +430,14 @@ async def measure(args: argparse.Namespace) -> dict:
         if ages.size
         else None,
         "machine": {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]},
+        "server_log_tracebacks": log_text.count("Traceback"),
+        "server_log_errors": [line for line in log_text.splitlines() if " ERROR " in line][:5],
+        "silent": bool(getattr(args, "silent", False)),
+        "workers": getattr(args, "workers", 1),
+        "encoder": encoder,
+        "per_process_core_fraction": {str(pid): round(c / wall, 4) for pid, c in per_process.items()},
+        "calls_per_worker": spread,
+        "callers_per_machine_estimate": machine_capacity(per_process, spread, wall, args.callers, getattr(args, "workers", 1)),
     }
 
 
@@ -457,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         help="our server refines from this much speech, then the model idles: with a value below "
         "--warmup the window measures the settled stream (lip-sync, blinks, no model work)",
     )
+    p.add_argument("--workers", type=int, default=1, help="our server's --workers (the bare one is one process)")
+    p.add_argument("--silent", action="store_true", help="callers send silence: what a call costs when nobody speaks")
+    p.add_argument("--suite", action="store_true", help="the whole before/after table (several runs; see the docstring)")
+    p.add_argument("--machine-callers", type=int, default=8, help="callers for the --workers 1 vs 2 rows of --suite")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--upload-burst", type=int, default=0, help="measure refinement latency during N parallel uploads")
     p.add_argument("--clip-seconds", type=float, default=55.0, help="length of each uploaded clip (--upload-burst)")
@@ -467,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.bare_server:
         run_bare_server(args.port, args.size, args.fps)
         return 0
+    if args.suite:
+        return run_suite(args)
     if args.upload_burst:
         if args.callers == p.get_default("callers"):
             args.callers = 2
@@ -476,8 +633,23 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(res, indent=2))
         return 0
     res = asyncio.run(measure(args))
+    print_result(args, res)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def print_result(args: argparse.Namespace, res: dict) -> None:
     c = res["cpu_per_caller_core_fraction"]
-    phase = "refining (model running)" if args.max_speech_seconds > args.warmup else "settled face (model idle)"
+    phase = (
+        "silent callers"
+        if args.silent
+        else "refining (model running)"
+        if args.max_speech_seconds > args.warmup
+        else "settled face (model idle)"
+    )
+    if args.workers > 1:
+        phase += f", --workers {args.workers}"
     print(
         f"{args.callers} callers per server, {res['size']} px @ {res['fps_target']:g} fps, {res['seconds']} s window, "
         f"ours {phase}"
@@ -495,8 +667,59 @@ def main(argv: list[str] | None = None) -> int:
         f"  time to first frame p50/max: ours {res['time_to_first_frame_s']['ours']}, bare {res['time_to_first_frame_s']['bare']}"
     )
     print(f"  mouth age (audio arrival → frame): {res['mouth_age_ms']}")
+    enc = res["encoder"]
+    if enc["runs"]:
+        print(
+            f"  encoder: {enc['partials']} partials in {enc['runs']} runs, mean batch {enc['mean_batch']}, "
+            f"{enc['cpu_ms_per_partial']} ms CPU per partial; runs by batch size {enc['runs_by_batch']}"
+        )
+    if res["calls_per_worker"]:
+        print(
+            f"  calls per worker: {res['calls_per_worker']}; CPU per process (core fraction): {res['per_process_core_fraction']}"
+        )
+    print(f"  callers per machine (estimate from the busiest process): {res['callers_per_machine_estimate']}")
+    if res["server_log_tracebacks"]:
+        print(f"  our server logged {res['server_log_tracebacks']} tracebacks; first errors: {res['server_log_errors']}")
+    starved = [n for n, f in res["fps_delivered_mean"].items() if f < 0.95 * res["fps_target"]]
+    if starved:
+        print(
+            f"  WARNING: {' and '.join(starved)} delivered under 95 % of {res['fps_target']:g} fps: the machine is saturated "
+            f"(load {' '.join(res['machine']['loadavg_after'])}), so the CPU figures understate what that server needs; "
+            f"with CPU scaled to full fps the ratio would be {res['cpu_ratio_at_full_fps']:.2f}×"
+        )
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """The issue-11 table: each row its own run, both servers side by side in it."""
+    rows = [
+        ("refining, 4 callers", dict(callers=4)),
+        ("refining, 8 callers", dict(callers=8)),
+        ("settled, 4 callers", dict(callers=4, max_speech_seconds=min(4.0, args.warmup / 2))),
+        ("silent, 4 callers", dict(callers=4, silent=True)),
+        (f"--workers 1, {args.machine_callers} callers", dict(callers=args.machine_callers, workers=1)),
+        (f"--workers 2, {args.machine_callers} callers", dict(callers=args.machine_callers, workers=2)),
+    ]
+    out = {}
+    for name, changes in rows:
+        run_args = argparse.Namespace(**{**vars(args), "silent": False, "workers": 1, **changes})
+        print(f"== {name}", flush=True)
+        res = asyncio.run(measure(run_args))
+        print_result(run_args, res)
+        out[name] = res
+    print(
+        "\n| run | ours % of a core per caller | bare | ratio | ratio at full fps | fps ours / bare "
+        "| callers per core ours / bare | callers per machine (est.) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, res in out.items():
+        c, cpc = res["cpu_per_caller_core_fraction"], res["callers_per_core"]
+        print(
+            f"| {name} | {100 * c['ours']:.1f} | {100 * c['bare']:.1f} | {res['cpu_ratio_ours_vs_bare']:.2f}× "
+            f"| {res['cpu_ratio_at_full_fps']:.2f}× | {res['fps_delivered_mean']['ours']} / {res['fps_delivered_mean']['bare']} "
+            f"| {cpc['ours']} / {cpc['bare']} | {res['callers_per_machine_estimate']} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -200,6 +200,7 @@ async function join() {
       privacy,
       size: parseInt($("size").value, 10),
       skin_tone: $("skin-tone").value,
+      seed: lookSeed(),
       // per-frame mouth telemetry only when asked for (?frame_events=1): it costs the server CPU
       frame_events: new URLSearchParams(location.search).get("frame_events") === "1",
     };
@@ -258,6 +259,32 @@ function hangUp(message = "", isError = false) {
   setMessage(message, isError);
 }
 
+// The look seed: the caller's own, random, kept in this browser only. It picks skin, hair
+// and eye colours (the voice never does); "New look" draws another.
+const LOOK_KEY = "speech2face.lookSeed";
+
+function newSeed() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function lookSeed() {
+  let seed = null;
+  try { seed = localStorage.getItem(LOOK_KEY); } catch (err) { /* storage off: a seed per page */ }
+  if (!seed) {
+    seed = newSeed();
+    try { localStorage.setItem(LOOK_KEY, seed); } catch (err) { /* ignore */ }
+  }
+  return seed;
+}
+
+function newLook() {
+  const seed = newSeed();
+  try { localStorage.setItem(LOOK_KEY, seed); } catch (err) { /* ignore */ }
+  sendControl({ type: "configure", seed });
+}
+
 function init() {
   $("join").addEventListener("click", join);
   $("leave").addEventListener("click", () => hangUp("You left the call."));
@@ -273,6 +300,7 @@ function init() {
     setDownloads(!!state.callId);
   });
   $("skin-tone").addEventListener("change", () => sendControl({ type: "configure", skin_tone: $("skin-tone").value }));
+  $("new-look").addEventListener("click", newLook);
   window.addEventListener("pagehide", () => hangUp());
   if (!window.RTCPeerConnection || !navigator.mediaDevices) {
     setMessage("This browser does not support WebRTC calls.", true);

@@ -20,14 +20,16 @@ import torch
 from . import decoder as decoder_mod
 from . import face as face_mod
 from . import profile as profile_mod
+from . import traits as traits_mod
 from .choices import BACKENDS
 from .decoder import N_CODES, FaceDecoder
 from .encoder import EMBEDDING_SIZE, load_encoder, weights_sha256
 from .engine_cache import atomic_write_bytes, cache_root
 from .face import N_PARAMS
-from .identity import STATS_PATH, gender_timbre
+from .identity import STATS_PATH
 from .mel import N_MELS
 from .profile import N_FEATURES
+from .traits import TRAITS_PATH, load_traits
 
 DECODER_INPUTS = ("embedding", "features", "basis", "center", "code_scale", "override_values", "override_mask")
 DECODER_OUTPUTS = ("params", "p_female", "age_probs", "confidence")
@@ -67,16 +69,16 @@ class TorchBackend:
 
 # ---------------------------------------------------------------- ONNX export (cached)
 def make_decoder() -> FaceDecoder:
-    direction, mid, spread = gender_timbre()
-    return FaceDecoder(direction, mid, spread).eval()
+    return FaceDecoder(load_traits()).eval()
 
 
 def _code_sha() -> str:
     h = hashlib.sha256()
-    for mod in (decoder_mod, face_mod, profile_mod):
+    for mod in (decoder_mod, face_mod, profile_mod, traits_mod):
         h.update(Path(str(mod.__file__)).read_bytes())
-    if STATS_PATH.exists():
-        h.update(STATS_PATH.read_bytes())
+    for constants in (STATS_PATH, TRAITS_PATH):
+        if constants.exists():
+            h.update(constants.read_bytes())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:16]
 

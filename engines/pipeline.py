@@ -1,27 +1,33 @@
 """AvatarPipeline: per-speaker incremental state, the one path both the live call and the CLI use.
 
 Speech (after VAD) is cut into fixed 0.5 s blocks of the *speech* stream and into 1.6 s
-encoder partials at 50 % overlap of that same stream. Both are positions in the speech
-stream, never in the chunks the caller happened to push, so pushing a file in 20 ms chunks
-ends at exactly the numbers of the one-shot path. Each completed block folds into the
-running voice profile and triggers one refinement (decoder run); each completed partial adds
-to the running mean embedding. Memory per session is bounded: only the last partial's worth
-of speech is kept, and nothing is ever written to disk.
+encoder partials of that same stream. Both are positions in the speech stream, never in the
+chunks the caller happened to push, so pushing a file in 20 ms chunks ends at exactly the
+numbers of the one-shot path. Completed blocks fold into the running voice profile, completed
+partials into the running mean embedding, and the ``Cadence`` (engines/cadence.py) says which
+blocks Praat analyses, how far apart partials start and at which blocks a refinement (decoder
+run) falls: every block while the face is young, then less often as the measured change per
+refinement falls. Partials wait for the refinement that needs them, so a server can encode
+them in one batch. Memory per session is bounded: only the last partial's worth of speech (and
+the partials awaiting their refinement) is kept, and nothing is ever written to disk.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .backends import Backend, embed_in_batches, make_backend
+from .cadence import ADAPTIVE, Cadence, CadenceRule
 from .choices import MAX_SPEECH_SECONDS, SAMPLE_RATE
 from .decoder import AGE_BANDS
 from .encoder import PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES
 from .face import N_PARAMS, PARAM_INDEX, SPECS_BY_NAME, FaceParams
 from .identity import IdentityBasis, identity_basis
+from .look import apply_look, check_seed
 from .mel import mel_spectrogram
 from .profile import FEATURE_NAMES, ST_REF, VoiceProfile
 from .vad import StreamingVad
@@ -31,6 +37,7 @@ MIN_FACE_SECONDS = 1.0  # below this the neutral face is shown
 CONFIDENT_SECONDS = 6.0  # the paper's longer window; the UI's progress ring fills here
 NORM_TARGET_DBFS = -30.0  # resemblyzer's training-time loudness normalisation
 PUSH_SECONDS = 0.2  # live feeders push at least this much audio at once: same refinements, fewer executor hops
+_VOICED_S, _SPEECH_S = FEATURE_NAMES.index("voiced_s"), FEATURE_NAMES.index("speech_s")
 
 
 @dataclass(frozen=True)
@@ -131,13 +138,20 @@ class AvatarPipeline:
         identity: IdentityBasis,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
+        cadence: CadenceRule = ADAPTIVE,
     ) -> None:
         self._backend = backend
         self._identity = identity
-        self._override_values, self._override_mask = parse_overrides(overrides)
+        self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._vad = StreamingVad()
         self._profile = VoiceProfile()
         self._max_samples = int(max_speech_seconds * SAMPLE_RATE)
+        self._cadence = Cadence(PARTIAL_HOP_SAMPLES, PARTIAL_SAMPLES, cadence)
+        self._held = np.zeros(0, np.float32)  # speech behind a refinement that sets the cadence
+        self._deciding = False  # stopped at that refinement until it is decoded
+        self._analysed = 0  # speech samples Praat has analysed
         self._block = np.zeros(0, np.float32)  # speech not yet in a full block
         self._tail = np.zeros(0, np.float32)  # last PARTIAL_SAMPLES of speech, for partials
         self._tail_start = 0  # speech-stream index of _tail[0]
@@ -146,7 +160,7 @@ class AvatarPipeline:
         self._emb_sum = np.zeros(256, np.float64)
         self._n_partials = 0
         self._version = 0
-        self._blocks_pending = 0  # completed blocks not yet decoded
+        self._blocks_pending = 0  # refinement points passed, not yet decoded
         self._decoded_at = 0  # speech-stream position the next refinement describes
         self._pending_mels: list[np.ndarray] = []  # partials not yet through the encoder
         self._finished = False
@@ -157,52 +171,94 @@ class AvatarPipeline:
     def seconds_heard(self) -> float:
         return self._heard / SAMPLE_RATE
 
-    def set_overrides(self, overrides: Mapping[str, Any] | None) -> Update:
-        self._override_values, self._override_mask = parse_overrides(overrides)
+    @property
+    def seconds_until_refinement(self) -> float:
+        """Speech still to come before the next refinement can fall (a feeder need not push sooner)."""
+        blocks = max(self._cadence.next_refinement, self._heard // BLOCK_SAMPLES + 1)
+        return max(0.0, (blocks * BLOCK_SAMPLES - self._heard - len(self._held)) / SAMPLE_RATE)
+
+    @property
+    def cadence(self) -> Cadence:
+        return self._cadence
+
+    def set_overrides(self, overrides: Mapping[str, Any] | None, seed: str | None | bool = False) -> Update:
+        """New user choices (and, unless ``seed`` is False, a new look seed; None = defaults)."""
+        if seed is not False:
+            self._seed = check_seed(seed)
+        self._override_values, self._override_mask = apply_look(*parse_overrides(overrides), self._seed)
         self._version += 1
         self.current = self._refine()
+        # the user's change is not the voice's: measure the next step from the new face
+        if self._decoded_at // BLOCK_SAMPLES >= self._cadence.rule.young_blocks - self._cadence.rule.rate_span_blocks:
+            self._cadence.rebase(self._decoded_at // BLOCK_SAMPLES, self.current.params.vector, forget=True)
         return self.current
 
     def push(self, pcm16k: np.ndarray) -> Update | None:
         """Feed any amount of 16 kHz mono float32; returns the newest Update if one was made.
 
-        Every completed 0.5 s block advances ``version``; when one push completes several
-        blocks only the last state is decoded (the intermediate faces would never be seen).
+        Every refinement point passed advances ``version``; when one push passes several only
+        the last state is decoded (the intermediate faces would never be seen), except where a
+        refinement's face sets the cadence: there the push stops, decodes, and goes on.
         """
         self.ingest(pcm16k)
-        return self.complete()
+        update = self.complete()
+        while self.pending:
+            self.advance()
+            update = self.complete() or update
+        return update
 
     def finish(self) -> Update:
-        """End of a file: decide the VAD's held-back frames and fold the last partial block."""
+        """End of a file: decide the VAD's held-back frames, fold the last partial block and
+        describe everything heard (a refinement, wherever the cadence would have put the next)."""
         if not self._finished:
             self._accept(self._vad.flush())
             self.complete()
+            while self.pending:
+                self.advance()
+                self.complete()
             self._finished = True
             if len(self._block) >= int(0.1 * SAMPLE_RATE):
-                self._profile.add_block(self._block)
+                if self._cadence.analyses(self._heard // BLOCK_SAMPLES + 1, self._voiced_seconds()):
+                    self._profile.add_block(self._block)
+                    self._analysed += len(self._block)
                 self._block = np.zeros(0, np.float32)
-                self._version += 1
-                self._decoded_at = self._heard
-                self.current = self._refine()
+            if self._decoded_at < self._heard - len(self._block):
+                self._decoded_at = self._heard - len(self._block)
+                self._blocks_pending += 1
+                self.complete()
         return self.current
 
     # ------------------------------------------------------- two-phase push (batching)
     def ingest(self, pcm16k: np.ndarray) -> None:
-        """Phase 1 of push: VAD, blocks, voice profile and partial mels — no network runs."""
+        """Phase 1 of push: VAD, blocks, voice profile and partial mels — no network runs.
+        Stops at a refinement that sets the cadence; ``pending`` then says more speech waits."""
         if self._finished:
             raise RuntimeError("push() after finish()")
         self._accept(self._vad.push(pcm16k))
 
+    @property
+    def pending(self) -> bool:
+        """Speech waits behind a refinement: complete() it, then advance()."""
+        return bool(self._held.size) and not self._deciding
+
+    def advance(self) -> None:
+        """Phase 1 again for the speech behind the refinement complete() just decoded."""
+        self._consume()
+
     def take_mels(self) -> list[np.ndarray]:
-        """The encoder inputs ingest() queued, for a caller that batches many pipelines."""
+        """The encoder inputs the coming refinement needs, for a caller that batches many
+        pipelines. Between refinements nothing is taken: partials wait, and go in one batch."""
+        if not self._blocks_pending:
+            return []
         mels, self._pending_mels = self._pending_mels, []
         return mels
 
     def complete(self, embeddings: np.ndarray | None = None) -> Update | None:
         """Phase 2: fold encoder outputs (given, or computed here one partial at a time so a
         single pipeline is bit-identical however it was chunked), then decode once."""
-        if embeddings is None and self._pending_mels:
-            embeddings = np.concatenate([self._backend.embed(m[None]) for m in self.take_mels()])
+        if embeddings is None:
+            mels = self.take_mels()
+            embeddings = np.concatenate([self._backend.embed(m[None]) for m in mels]) if mels else None
         for e in () if embeddings is None else embeddings:  # row by row: same sum however grouped
             self._emb_sum += e
             self._n_partials += 1
@@ -211,27 +267,53 @@ class AvatarPipeline:
         self._version += self._blocks_pending
         self._blocks_pending = 0
         self.current = self._refine()
+        if self._deciding:
+            self._cadence.decided(self._decoded_at // BLOCK_SAMPLES, self.current.params.vector)
+            self._deciding = False
         return self.current
 
     # ------------------------------------------------------------------ internals
     def _accept(self, speech: np.ndarray) -> None:
-        room = self._max_samples - self._heard
+        room = self._max_samples - self._heard - len(self._held)
         if room <= 0 or len(speech) == 0:
             return
-        speech = speech[:room]
-        pos = 0
-        while pos < len(speech):
+        self._held = np.concatenate([self._held, speech[:room]])
+        self._consume()
+
+    def _consume(self) -> None:
+        speech, pos = self._held, 0
+        while pos < len(speech) and not self._deciding:
             take = min(BLOCK_SAMPLES - len(self._block), len(speech) - pos)
             piece = speech[pos : pos + take]
             pos += take
             self._block = np.concatenate([self._block, piece])
             self._extend_tail(piece)
             if len(self._block) == BLOCK_SAMPLES:
-                self._profile.add_block(self._block)
-                self._block = np.zeros(0, np.float32)
-                self._queue_partials()
-                self._blocks_pending += 1
-                self._decoded_at = self._heard  # refinements describe block boundaries
+                self._complete_block()
+        self._held = speech[pos:]
+
+    def _complete_block(self) -> None:
+        blocks = self._heard // BLOCK_SAMPLES
+        if self._cadence.analyses(blocks, self._voiced_seconds()):
+            self._profile.add_block(self._block)
+            self._analysed += BLOCK_SAMPLES
+        self._block = np.zeros(0, np.float32)
+        self._queue_partials()
+        if self._cadence.refines_at(blocks):
+            self._blocks_pending += 1
+            self._decoded_at = self._heard  # refinements describe block boundaries
+            self._deciding = self._cadence.decides_at(blocks)
+
+    def _voiced_seconds(self) -> float:
+        return self._profile.voiced_frames * 0.01
+
+    def _features(self) -> np.ndarray:
+        """The profile's features, its counts scaled from the analysed blocks to all speech heard."""
+        features = self._profile.features()
+        if 0 < self._analysed < self._decoded_at:
+            features[_VOICED_S] *= self._decoded_at / self._analysed
+            features[_SPEECH_S] = self._decoded_at / SAMPLE_RATE
+        return features
 
     def _extend_tail(self, piece: np.ndarray) -> None:
         self._tail = np.concatenate([self._tail, piece])
@@ -246,7 +328,7 @@ class AvatarPipeline:
             a = self._next_partial - self._tail_start
             window = self._tail[a : a + PARTIAL_SAMPLES]
             self._pending_mels.append(mel_spectrogram(_loudness_normalise(window))[:160])
-            self._next_partial += PARTIAL_HOP_SAMPLES
+            self._next_partial += self._cadence.partial_hop
             # drop what no future partial needs
             drop = self._next_partial - self._tail_start
             self._tail = self._tail[drop:]
@@ -276,7 +358,7 @@ class AvatarPipeline:
         if seconds < MIN_FACE_SECONDS:
             return self._neutral(_more_speech_message(seconds))
         ident = self._identity
-        features = self._profile.features()
+        features = self._features()
         feeds = {
             "embedding": self._embedding()[None],
             "features": features[None],
@@ -326,38 +408,71 @@ class AvatarEngine:
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         max_speech_seconds: float = MAX_SPEECH_SECONDS,
+        seed: str | None = None,
+        cadence: CadenceRule = ADAPTIVE,
     ) -> AvatarPipeline:
         salt = None if room is None else f"{self._room_secret}\0{room}"
-        return AvatarPipeline(self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds)
+        return AvatarPipeline(
+            self.backend, identity_basis(privacy, salt), overrides, max_speech_seconds, seed=seed, cadence=cadence
+        )
 
-    def push_many(self, items: Sequence[tuple[AvatarPipeline, np.ndarray]]) -> list[Update | None | Exception]:
-        """Push audio into many pipelines with one batched encoder run.
+    def push_many(
+        self,
+        items: Sequence[tuple[AvatarPipeline, np.ndarray]],
+        on_encode: Callable[[int, float], None] | None = None,
+    ) -> list[Update | None | Exception]:
+        """Push audio into many pipelines with one batched encoder run per round.
 
         The GE2E LSTM is memory-bound at batch 1 (its weights stream from cache every frame);
         a batch of 4 costs ~2.4x less per partial, so a server with many callers runs their
-        partials together. Results match per-pipeline pushes to float rounding. A failure in
+        partials together (and each pipeline's partials wait for its next refinement, so they
+        batch over time too). A pipeline that stops at a refinement which sets its cadence goes
+        on in a further round. Results match per-pipeline pushes to float rounding. A failure in
         one pipeline is returned in its slot, never raised: one caller's bad audio must not
-        fail the others' refinements.
+        fail the others' refinements. ``on_encode(batch, cpu_seconds)`` hears of each encoder run
+        (the server's metrics: the batch sizes it reaches and the encoder's CPU per partial).
         """
         out: list[Update | None | Exception] = [None] * len(items)
-        mels: list[list[np.ndarray]] = [[] for _ in items]
+        live: list[int] = []
         for i, (pipe, pcm) in enumerate(items):
             try:
                 pipe.ingest(pcm)
-                mels[i] = pipe.take_mels()
+                live.append(i)
             except Exception as exc:  # noqa: BLE001 - reported per caller
                 out[i] = exc
-        flat = [m for ms in mels for m in ms]
-        embs = embed_in_batches(self.backend, np.stack(flat)) if flat else np.zeros((0, 256), np.float32)
-        start = 0
-        for i, ((pipe, _), ms) in enumerate(zip(items, mels)):
-            chunk, start = embs[start : start + len(ms)], start + len(ms)
-            if out[i] is None:
+        while live:
+            mels: dict[int, list[np.ndarray]] = {}
+            for i in live:
                 try:
-                    out[i] = pipe.complete(chunk)
+                    mels[i] = items[i][0].take_mels()
                 except Exception as exc:  # noqa: BLE001
                     out[i] = exc
+            flat = [m for ms in mels.values() for m in ms]
+            embs = self._embed_batch(flat, on_encode)
+            start, again = 0, []
+            for i, ms in mels.items():
+                pipe = items[i][0]
+                chunk, start = embs[start : start + len(ms)], start + len(ms)
+                try:
+                    update = pipe.complete(chunk)
+                    if update is not None:
+                        out[i] = update
+                    if pipe.pending:
+                        pipe.advance()
+                        again.append(i)
+                except Exception as exc:  # noqa: BLE001
+                    out[i] = exc
+            live = again
         return out
+
+    def _embed_batch(self, mels: list[np.ndarray], on_encode: Callable[[int, float], None] | None) -> np.ndarray:
+        if not mels:
+            return np.zeros((0, 256), np.float32)
+        started = time.thread_time()
+        embs = embed_in_batches(self.backend, np.stack(mels))
+        if on_encode is not None:
+            on_encode(len(mels), time.thread_time() - started)
+        return embs
 
     def analyze(
         self,
@@ -366,11 +481,13 @@ class AvatarEngine:
         privacy: str = "stable",
         room: str | None = None,
         overrides: Mapping[str, Any] | None = None,
+        seed: str | None = None,
+        cadence: CadenceRule = ADAPTIVE,
     ) -> Update:
         """One-shot: the whole clip (or its first ``seconds`` of speech) through one pipeline."""
         limit = MAX_SPEECH_SECONDS if seconds is None else min(float(seconds), MAX_SPEECH_SECONDS)
         if limit <= 0:
             raise ValueError("seconds must be positive")
-        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit)
+        pipe = self.pipeline(privacy, room, overrides, max_speech_seconds=limit, seed=seed, cadence=cadence)
         pipe.push(pcm16k)
         return pipe.finish()

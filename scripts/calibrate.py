@@ -1,18 +1,24 @@
-"""Re-measure the shipped constants in engines/identity_stats.npz (run by hand, not by CI).
+"""Re-measure the shipped constants from real labelled speech (run by hand, not by CI).
 
-* ``center``/``code_scale``: the population centre and per-channel spread of speaker
-  embeddings on the stable identity basis — over the synthetic test voices *and* the real
-  dev set (../shared/devset), so real voices spread over the whole avatar space.
-* ``gender_direction``/``gender_mid``: the female-minus-male mean embedding of the synthetic
-  voices. It is used only to *hedge* the F0 decision when the timbre disagrees (it can lower
-  confidence, never flip a label): a direction learnt on synthetic voices is not trusted to
-  decide on real ones.
-Only these summary vectors are written; no audio and no per-speaker embedding.
+    .venv/bin/python scripts/calibrate.py [MANIFEST.csv ...]
+
+Default data: the dev set (../shared/devset/manifest.csv) plus the package corpus that
+``speech2face corpus`` rebuilds from Debian packages (speech2face/real_speech.csv). No
+synthetic voice is used. Writes, with the same code ``speech2face eval`` runs inside its
+cross-validation folds (``evaluate.fit_constants``):
+
+* ``engines/traits.npz`` — the gender head: the GE2E probe direction with its midpoint and
+  spread (trusted adult F/M labels, one mean embedding per speaker) and the three logistic
+  weights (F0 cue, probe cue, bias) over every checkpoint (1, 2, 3, 6 s, full);
+* ``engines/identity_stats.npz`` — the identity basis: population centre, the 32
+  speaker-discriminant axes (first- and second-half embeddings of every clip, labelled or
+  not, give the within-speaker scatter) and each axis's spread.
+
+Only these summaries are written: no audio and no per-speaker embedding.
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -21,44 +27,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines.audio import decode_audio  # noqa: E402
-from engines.identity import STATS_PATH, measure_stats  # noqa: E402
+from engines.identity import STATS_PATH  # noqa: E402
 from engines.pipeline import AvatarEngine  # noqa: E402
-from tests import voices  # noqa: E402
+from engines.traits import TRAITS_PATH  # noqa: E402
+from speech2face.corpus import build_corpus  # noqa: E402
+from speech2face.evaluate import fit_constants, load_clips  # noqa: E402
 
 
-def main() -> None:
-    engine = AvatarEngine("onnx")
-    synth, labels = [], []
-    for voice in voices.VOICES:
-        for i in range(3):
-            update = engine.analyze(decode_audio(voices.synthesize(voice, i)).pcm)
-            synth.append(update.embedding)
-            labels.append(voice.gender == "female")
-    synth_arr, labels_arr = np.stack(synth), np.array(labels)
-    real = []
-    devset = ROOT.parent / "shared" / "devset"
-    for row in csv.DictReader((devset / "manifest.csv").open()):
-        real.append(engine.analyze(decode_audio(devset / row["file"]).pcm).embedding)
-    population = np.concatenate([synth_arr, np.stack(real)])
-    center, scale = measure_stats(population)
-    direction = synth_arr[labels_arr].mean(0) - synth_arr[~labels_arr].mean(0)
-    direction /= np.linalg.norm(direction)
-    proj = synth_arr @ direction
-    mid = 0.5 * (proj[labels_arr].mean() + proj[~labels_arr].mean())
-    spread = float(
-        np.std(np.concatenate([proj[labels_arr] - proj[labels_arr].mean(), proj[~labels_arr] - proj[~labels_arr].mean()]))
+def main(argv: list[str]) -> None:
+    manifests = [Path(a) for a in argv] or [ROOT.parent / "shared" / "devset" / "manifest.csv", build_corpus()]
+    results = load_clips(manifests, AvatarEngine("onnx"), progress=lambda m: print(m, file=sys.stderr, flush=True))
+    traits, ident = fit_constants(results)
+    traits.save(TRAITS_PATH)
+    np.savez(STATS_PATH, center=ident.center, basis=ident.basis, code_scale=ident.code_scale)
+    adults = {r.speaker for r in results if r.gender and r.age_band != "child"}
+    print(
+        f"wrote {TRAITS_PATH.name} and {STATS_PATH.name}: {len(results)} clips, {len({r.speaker for r in results})} speakers"
+        f" ({len(adults)} labelled adults); w_f0 {traits.w_f0:.2f} w_probe {traits.w_probe:.2f} bias {traits.bias:.2f}"
     )
-    np.savez(
-        STATS_PATH,
-        center=center,
-        code_scale=scale,
-        gender_direction=direction.astype(np.float32),
-        gender_mid=np.float32(mid),
-        gender_spread=np.float32(spread),
-    )
-    print(f"wrote {STATS_PATH}: {len(synth)} synthetic + {len(real)} real embeddings; gender mid {mid:.4f} spread {spread:.4f}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

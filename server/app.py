@@ -8,6 +8,7 @@ for two places only: aiortc's codecs (the default executor, aiortc's choice) and
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from .oneshot import render_job
 from .origin import origin_middleware
 from .runner import set_server_header
 from .state import CLIENT, STATE, ServerState
+from .workers import WorkerGroup, came_from_worker
 
 log = logging.getLogger("speech2face.server")
 
@@ -39,8 +41,16 @@ CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 # --- handlers ---
 async def offer(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    state.offer_limiter.take(request.remote or "", "offers")
+    if not came_from_worker(request):  # the worker the caller reached counts its offers
+        state.offer_limiter.take(request.remote or "", "offers")
     body = await read_json(request, MAX_OFFER_BYTES, state.config.body_timeout)
+    target = state.place(request)
+    if target is not None:  # another worker is less loaded: the call lives there
+        try:
+            status, headers, data = await state.forward_offer(target, json.dumps(body).encode(), request)
+            return web.Response(status=status, body=data, headers=headers)
+        except ConnectionError:
+            log.warning("worker %d unreachable; answering the offer here", target)
     return web.json_response(await state.answer(body))
 
 
@@ -50,6 +60,19 @@ def _ws_error(exc: HttpError) -> dict[str, Any]:
     if retry is not None:
         err["retry_after"] = retry
     return err
+
+
+async def _offer_elsewhere(state: ServerState, target: int, body: Any, request: web.Request) -> dict | None:
+    """A websocket offer answered by another worker: its reply, or None if it is unreachable."""
+    try:
+        status, headers, data = await state.forward_offer(target, json.dumps(body).encode(), request)
+    except ConnectionError:
+        log.warning("worker %d unreachable; answering the offer here", target)
+        return None
+    reply = loads_strict(data)
+    if status != 200:
+        raise HttpError(str(reply.get("error", "offer failed")), status, dict(headers))
+    return reply
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -62,6 +85,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_OFFER_BYTES)
     await ws.prepare(request)
     mine: list[Call] = []
+    remote: list[tuple[int, str]] = []  # (worker, call id) of calls placed on other workers
     try:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
@@ -74,13 +98,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 kind = body.get("type") if isinstance(body, dict) else None
                 if kind == "offer":
                     state.offer_limiter.take(request.remote or "", "offers")
-                    reply = await state.answer(body)
-                    mine.append(state.calls[reply["call_id"]])
+                    target = state.place(request)
+                    reply = None if target is None else await _offer_elsewhere(state, target, body, request)
+                    if reply is not None:
+                        remote.append((target, reply["call_id"]))
+                    else:
+                        reply = await state.answer(body)
+                        mine.append(state.calls[reply["call_id"]])
                     await ws.send_json(reply)
                 elif kind == "bye":
                     for call in mine:
                         await call.close("bye")
                     mine.clear()
+                    await _hang_up_remote(state, remote, "bye")
                 else:
                     raise HttpError('expected {"type": "offer"|"bye"}')
             except HttpError as exc:
@@ -94,7 +124,29 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         for call in mine:
             await call.close("websocket_closed")
+        await _hang_up_remote(state, remote, "websocket_closed")
     return ws
+
+
+async def _hang_up_remote(state: ServerState, remote: list[tuple[int, str]], reason: str) -> None:
+    for worker, call_id in remote:
+        try:
+            await state.group.forward(worker, "POST", f"/internal/calls/{call_id}/close?reason={reason}")
+        except ConnectionError:  # that worker is gone, and its calls with it
+            pass
+    remote.clear()
+
+
+async def close_call(request: web.Request) -> web.Response:
+    """Internal (another worker's websocket ended): hang up a call this worker holds."""
+    state = request.app[STATE]
+    if not came_from_worker(request):
+        return json_error("not found", 404)
+    call = state.calls.get(request.match_info["call_id"])
+    if call is not None:
+        reason = request.query.get("reason", "bye")
+        await call.close(reason if reason in ("bye", "websocket_closed") else "bye")
+    return web.json_response({"closed": call is not None})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -102,7 +154,8 @@ async def healthz(request: web.Request) -> web.Response:
     ready = state.ready
     body = {
         "status": "ok" if ready else "loading",
-        "sessions": len(state.calls) + len(state.assistants),
+        # calls and assistant sessions; with workers, every worker's
+        "sessions": len(state.calls) + len(state.assistants) if state.group is None else state.admission.in_use,
         "budget": state.config.session_budget,
         "uptime_s": round(time.time() - state.started_at, 1),
         "oneshot_worker": "ready" if state.oneshot.ready else "starting",  # uploads wait for it until ready
@@ -111,6 +164,9 @@ async def healthz(request: web.Request) -> web.Response:
     if ready and room_health.pop("degraded", False):
         body["status"] = "degraded"  # 1:1 calls work; rooms wait for Janus to come back
     body.update(room_health)
+    if state.group is not None:  # which worker answered, and every worker's calls
+        body["worker"] = {"index": state.group.index, "sessions": len(state.calls) + len(state.assistants)}
+        body["workers"] = [{"index": i, "sessions": n} for i, n in enumerate(state.admission.loads())]
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -128,6 +184,13 @@ async def options(request: web.Request) -> web.Response:
 async def call_avatar(request: web.Request) -> web.Response:
     """The live call's current face as PNG or SVG (the page's download buttons)."""
     state = request.app[STATE]
+    owner = state.owner_elsewhere(request.match_info["call_id"], request)
+    if owner is not None:  # the call lives in another worker
+        try:
+            status, headers, body = await state.group.forward(owner, "GET", request.path_qs)
+            return web.Response(status=status, body=body, headers=headers)
+        except ConnectionError:
+            return json_error("no such call (its worker is gone)", 404)
     call = state.calls.get(request.match_info["call_id"])
     if call is None:
         return json_error("no such call (it may have ended)", 404)
@@ -152,7 +215,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CLIENT] / "index.html")
 
 
-def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> web.Application:
+def create_app(
+    config: ServerConfig,
+    engine: Any = None,
+    layer_factory: LayerFactory | None = None,
+    group: WorkerGroup | None = None,
+) -> web.Application:
     """Build the app; the engine loads at startup unless one is passed in (tests share one)."""
     from . import assistant_ws, avatar_api
 
@@ -164,7 +232,7 @@ def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFac
     app = web.Application(
         client_max_size=config.max_upload_bytes + 64 * 1024, middlewares=[error_middleware, origin_middleware(config)]
     )
-    state = ServerState(config, engine, layer_factory)
+    state = ServerState(config, engine, layer_factory, group)
     app[STATE] = state
     app[CLIENT] = Path(config.static_dir) if config.static_dir else CLIENT_DIR
     app.router.add_get("/", index)
@@ -174,6 +242,8 @@ def create_app(config: ServerConfig, engine: Any = None, layer_factory: LayerFac
     app.router.add_post("/v1/avatar", avatar_api.avatar)
     app.router.add_get("/v1/options", options)
     app.router.add_get("/v1/calls/{call_id}/avatar", call_avatar)
+    if group is not None:
+        app.router.add_post("/internal/calls/{call_id}/close", close_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     tts.add_routes(app)  # GET /assistant (the demo page), GET/POST /v1/tts

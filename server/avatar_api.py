@@ -102,6 +102,12 @@ async def avatar(request: web.Request) -> web.Response:
     outcome = "error"
     try:
         fmt, size, tone = _query_options(request, cfg.size)
+        from engines.look import check_seed
+
+        try:
+            seed = check_seed(request.query.get("seed"))
+        except ValueError as exc:
+            raise HttpError(f"seed: {exc}") from None
         if state.engine is None:
             raise HttpError("engine is still loading", 503, state.retry_headers())
         state.upload_limiter.take(request.remote or "", "uploads")
@@ -114,7 +120,7 @@ async def avatar(request: web.Request) -> web.Response:
             if not data:
                 raise HttpError('empty body: send an audio file (raw body or multipart field "audio")')
             overrides = {"skin_tone": tone} if tone else None
-            update, picture = await state.oneshot.run(avatar_job, data, cfg.max_upload_seconds, overrides, fmt, size)
+            update, picture = await state.oneshot.run(avatar_job, data, cfg.max_upload_seconds, overrides, fmt, size, seed)
             del data
             outcome = "ok"
             if fmt == "json":

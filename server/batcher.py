@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,8 +21,16 @@ log = logging.getLogger("speech2face.batcher")
 
 
 class ModelBatcher:
-    def __init__(self, engine: Any, executor: Executor, window: float = 0.15, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        executor: Executor,
+        window: float = 0.15,
+        max_batch: int = 16,
+        on_encode: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._engine = engine
+        self._on_encode = on_encode
         self._executor = executor
         self._window = window
         self._max_batch = max_batch
@@ -59,7 +67,9 @@ class ModelBatcher:
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self._engine.push_many, [(p, pcm) for p, pcm, _ in live])
+                results = await loop.run_in_executor(
+                    self._executor, self._engine.push_many, [(p, pcm) for p, pcm, _ in live], self._on_encode
+                )
             except asyncio.CancelledError:
                 for _, _, f in live:
                     f.cancel()

@@ -6,9 +6,10 @@ the admission slot, whatever path got there (bye, ICE failure, silence, SIGTERM)
 
 Data path: aiortc decodes Opus to 48 kHz stereo s16 in 20 ms frames (even from a mono
 sender) → the mouth envelope reads each frame on arrival → ``av.AudioResampler`` makes
-16 kHz mono float32 → the feeder batches ≥200 ms and hands it to the shared ``ModelBatcher``
-(one encoder batch for all calls, in the dedicated model executor), one push at a time per call, so the drain never waits for the
-model and an unconsumed track can never pile frames up in memory.
+16 kHz mono float32 in chunks (``SpeechFeed``) → the feeder pushes as often as a refinement can
+fall (every 0.2–1 s) to the shared ``ModelBatcher`` (one encoder batch for all calls, in the
+dedicated model executor), one push at a time per call, so the drain never waits for the model
+and an unconsumed track can never pile frames up in memory.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import av
-import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engines.animator import FaceAnimator
-from engines.choices import SAMPLE_RATE
-from engines.pipeline import CONFIDENT_SECONDS, PUSH_SECONDS
+from engines.pipeline import CONFIDENT_SECONDS
 
 from .batcher import ModelBatcher
 from .config import SIZES, ServerConfig
+from .feed import SpeechFeed
 from .metrics import Metrics
 from .video import AvatarVideoTrack, FrameInfo
 
@@ -41,13 +41,21 @@ log = logging.getLogger("speech2face.call")
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
 SETTLED_FACE_INTERVAL = 3.0
+TEARDOWN_WAIT = 5.0  # seconds a closing call may wait for its transports before its slot is freed
+
+
+def _log_teardown_failure(task: asyncio.Future) -> None:
+    """A transport that fails while closing a finished call is worth one line, not a traceback."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("%s failed: %s", task.get_name(), task.exception() or type(task.exception()).__name__)
 
 
 @dataclass(frozen=True)
 class CallOptions:
     privacy: str = "stable"
     room: str | None = None
-    skin_tone: str | None = None  # a SKIN_TONES name, or None for the identity projection
+    skin_tone: str | None = None  # a SKIN_TONES name, or None for the look seed / default
+    seed: str | None = None  # the caller's look seed (engines/look.py): colours, never from the voice
     size: int = 256
     frame_events: bool = False  # per-frame mouth telemetry on the datachannel (tests, lip-sync checks)
 
@@ -71,8 +79,9 @@ class Call:
         animator: FaceAnimator,
         render_executor: Executor,
         on_closed: Callable[["Call"], None],
+        call_id: str | None = None,  # a worker's ids name the worker (server/workers.py)
     ) -> None:
-        self.id = uuid.uuid4().hex[:12]
+        self.id = call_id or uuid.uuid4().hex[:12]
         self.pc = pc
         self.config = config
         self.options = options
@@ -88,11 +97,11 @@ class Call:
         self.closing = asyncio.Event()  # set when close() starts (a room member leaves Janus at once)
         self._closing = False
         self._closer: asyncio.Task | None = None
+        self.teardown: set[asyncio.Future] = set()  # what was still closing when the slot was released
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
-        self._pcm: list[np.ndarray] = []
-        self._pcm_samples = 0
+        self.feed = SpeechFeed()
         self._pcm_ready = asyncio.Event()
         self._fps = 0.0
         self._fps_frames = 0
@@ -107,6 +116,7 @@ class Call:
             room=options.room,
             overrides=dict(self._overrides) or None,
             max_speech_seconds=config.max_speech_seconds,
+            seed=options.seed,
         )
         self.current = self.pipeline.current
         self.animator = animator
@@ -181,15 +191,23 @@ class Call:
             self.close_soon("bye")
 
     def configure(self, msg: dict) -> None:
-        """Live changes that need no new pipeline: video size and skin tone."""
+        """Live changes that need no new pipeline: video size, skin tone and look seed ("new look")."""
         from engines.face import SKIN_TONES
+        from engines.look import check_seed
 
         size = msg.get("size")
         if isinstance(size, int) and size in SIZES:
             self._size_wanted = size
             self._face_changed.set()
-        if "skin_tone" in msg:
-            tone = msg["skin_tone"]
+        seed: str | None | bool = False  # False: unchanged
+        if "seed" in msg:
+            try:
+                seed = check_seed(msg["seed"])
+            except ValueError as exc:
+                self._send({"type": "error", "error": f"seed: {exc}"})
+                return
+        if "skin_tone" in msg or seed is not False:
+            tone = msg.get("skin_tone", self._overrides.get("skin_tone"))
             if tone in (None, "", "auto"):
                 self._overrides.pop("skin_tone", None)
             elif tone in SKIN_TONES:
@@ -197,13 +215,13 @@ class Call:
             else:
                 self._send({"type": "error", "error": f"skin_tone must be one of {list(SKIN_TONES)} or auto"})
                 return
-            self._spawn(self._apply_overrides(), "overrides")
+            self._spawn(self._apply_overrides(seed), "overrides")
         else:
             self._send_status(self.current)
 
-    async def _apply_overrides(self) -> None:
+    async def _apply_overrides(self, seed: str | None | bool = False) -> None:
         async with self._model_lock:
-            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides, dict(self._overrides))
+            update = await self._loop.run_in_executor(self._executor, self.pipeline.set_overrides, dict(self._overrides), seed)
         self._accept_update(update)
 
     def _accept_update(self, update: Any) -> None:
@@ -255,7 +273,6 @@ class Call:
         return self.pipeline.seconds_heard >= self.config.max_speech_seconds
 
     async def _drain_audio(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         while True:
             try:
                 frame = await track.recv()
@@ -269,11 +286,7 @@ class Call:
                 self.audio_sink(frame, now)
             if self.face_final:
                 continue  # the mouth still moves; the model needs no more audio
-            for out in resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(-1)
-                self._pcm.append(pcm)
-                self._pcm_samples += pcm.size
-            if self._pcm_samples >= PUSH_SECONDS * SAMPLE_RATE:
+            if self.feed.add(raw, frame):
                 self._pcm_ready.set()
 
     async def _drain_discard(self, track: MediaStreamTrack) -> None:
@@ -287,16 +300,13 @@ class Call:
         while True:
             await self._pcm_ready.wait()
             self._pcm_ready.clear()
-            if not self._pcm:
-                continue
-            chunk = np.concatenate(self._pcm)
-            self._pcm.clear()
-            self._pcm_samples = 0
-            if self.face_final:
+            chunk = self.feed.take()
+            if chunk is None or self.face_final:
                 continue  # keep draining, skip the model (VAD included)
             started = time.perf_counter()
             async with self._model_lock:
                 update = await self._batcher.push(self.pipeline, chunk)
+            self.feed.plan(self.pipeline.seconds_until_refinement)
             if update is not None:
                 self.metrics.refinement_latency.observe(time.perf_counter() - started)
                 self._accept_update(update)
@@ -372,6 +382,13 @@ class Call:
             self._closer = asyncio.ensure_future(self.close(reason))
 
     async def close(self, reason: str = "closed") -> None:
+        """Stop the call's work, give its slot back, then let the transports finish closing.
+
+        The slot is released after at most ``TEARDOWN_WAIT`` seconds even when aiortc's
+        ``pc.close()`` (or a task ignoring its cancellation) takes longer: a caller who hung up
+        must never keep a place in a full server. What is still running then is kept in
+        ``self.teardown`` and logged, not abandoned.
+        """
         if self._closing:
             await self.closed.wait()
             return
@@ -386,13 +403,19 @@ class Call:
             t.cancel()
         self.video.stop()
         self.animator.close()
-        try:
-            await asyncio.wait_for(self.pc.close(), timeout=5.0)
-        except Exception:
-            log.warning("call %s: peer close failed", self.id, exc_info=True)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._pcm.clear()
+        pc_close = asyncio.ensure_future(self.pc.close())
+        pc_close.set_name(f"call-{self.id}-pc-close")
+        pc_close.add_done_callback(_log_teardown_failure)
+        _, pending = await asyncio.wait([pc_close, *tasks], timeout=TEARDOWN_WAIT)
+        if pending:
+            log.warning(
+                "call %s: %s still running %.0f s after close; its slot is released anyway",
+                self.id,
+                ", ".join(sorted(t.get_name() for t in pending)),
+                TEARDOWN_WAIT,
+            )
+        self.teardown = pending
+        self.feed.clear()
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)
         self.closed.set()

@@ -36,6 +36,7 @@ class ServerConfig:
     privacy: str = "stable"
     backend: str = "onnx"
     model_workers: int = 1  # threads of the dedicated model executor
+    workers: int | None = None  # server processes sharing the port and the budget; None: one per core
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_seconds: float = 60.0
     max_call_seconds: float = 3600.0
@@ -87,6 +88,8 @@ class ServerConfig:
             raise ValueError(f"backend must be one of {BACKENDS}")
         if self.model_workers < 1:
             raise ValueError("model workers must be ≥ 1")
+        if self.workers is not None and not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be within 1..64, got {self.workers}")
         if self.oneshot_queue < 1:
             raise ValueError("the one-shot queue must hold ≥ 1 request")
         if self.offers_per_minute < 0 or self.uploads_per_minute < 0:
@@ -167,6 +170,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "privacy": ("PRIVACY", str, "default privacy mode: stable, room, random"),
     "backend": ("BACKEND", str, "model backend: onnx, torch, tensorrt"),
     "model_workers": ("MODEL_WORKERS", int, "threads in the dedicated model executor"),
+    "workers": ("WORKERS", int, "server processes sharing port and call budget (aiortc is GIL-bound); default: the cores"),
     "max_upload_bytes": ("MAX_UPLOAD_BYTES", int, "POST /v1/avatar body cap in bytes"),
     "max_upload_seconds": ("MAX_UPLOAD_SECONDS", float, "POST /v1/avatar audio duration cap"),
     "max_call_seconds": ("MAX_CALL_SECONDS", float, "hang up calls longer than this"),

@@ -1,4 +1,4 @@
-"""Validation of an offer body ({sdp, type, privacy?, room?, skin_tone?, size?, frame_events?}).
+"""Validation of an offer body ({sdp, type, privacy?, room?, skin_tone?, seed?, size?, frame_events?}).
 
 Everything a caller sends is checked here, before any call, peer or pipeline exists, so a
 malformed offer costs nothing and gets a 4xx naming the field to fix. That includes the SDP
@@ -105,6 +105,12 @@ def parse_offer(body: Any, config: ServerConfig, video: bool = True) -> tuple[Ca
         skin = None
     if skin is not None and (not isinstance(skin, str) or skin not in skin_tones()):
         raise HttpError(f'"skin_tone" must be one of {skin_tones()} or "auto"')
+    from engines.look import check_seed
+
+    try:
+        seed = check_seed(body.get("seed"))
+    except ValueError as exc:
+        raise HttpError(f'"seed": {exc}') from None
     size = _size(body.get("size"), config.size)
     frame_events = body.get("frame_events", False)
     if not isinstance(frame_events, bool):
@@ -115,7 +121,7 @@ def parse_offer(body: Any, config: ServerConfig, video: bool = True) -> tuple[Ca
         sdp = ice.keep_loopback_candidates(sdp)
     check_sdp(sdp, video)
     return (
-        CallOptions(privacy=privacy, room=room, skin_tone=skin, size=size, frame_events=frame_events),
+        CallOptions(privacy=privacy, room=room, skin_tone=skin, seed=seed, size=size, frame_events=frame_events),
         RTCSessionDescription(sdp=sdp, type="offer"),
     )
 

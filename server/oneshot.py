@@ -127,7 +127,9 @@ class OneShotQueue:
 
 
 # --- jobs (run in the worker: module-level so they pickle by name) ---
-def avatar_job(data: bytes, max_seconds: float, overrides: dict | None, fmt: str, size: int) -> tuple[dict, bytes | None]:
+def avatar_job(
+    data: bytes, max_seconds: float, overrides: dict | None, fmt: str, size: int, seed: str | None = None
+) -> tuple[dict, bytes | None]:
     """Decode, analyse and (unless ``fmt`` is json) draw one clip: (``Update.to_json()``, picture)."""
     from engines.audio import AudioError, decode_audio
 
@@ -143,7 +145,7 @@ def avatar_job(data: bytes, max_seconds: float, overrides: dict | None, fmt: str
     if len(pcm) == 0:
         raise HttpError("the audio is empty", 400)
     try:
-        update = _engine.analyze(pcm, overrides=overrides) if overrides else _engine.analyze(pcm)
+        update = _engine.analyze(pcm, overrides=overrides, seed=seed)  # seed: the look (engines/look.py)
     except ValueError as exc:  # e.g. no speech found: the engine's message is for the user
         raise HttpError(str(exc), 422) from None
     return update.to_json(), None if fmt == "json" else render_job(update.params, size, fmt)

@@ -22,7 +22,7 @@ from engines.animator import FaceAnimator, LayerCache, LayerFactory
 from engines.render import FaceLayers
 
 from . import ice
-from .admission import Admission, Full
+from .admission import Admission, Full, SharedAdmission
 from .batcher import ModelBatcher
 from .call import CONFIDENT_SECONDS, Call
 from .config import PRIVACY_MODES, SIZES, ServerConfig
@@ -32,6 +32,7 @@ from .offer import parse_offer, skin_tones
 from .oneshot import OneShotQueue
 from .ratelimit import RateLimiter
 from .turn import ice_servers_for_browser
+from .workers import WorkerGroup, came_from_worker, client_address
 
 log = logging.getLogger("speech2face.server")
 
@@ -43,8 +44,15 @@ CLIENT = web.AppKey("s2f_client_dir", Path)
 class ServerState:
     """Everything process-wide: the engine, executors, admission and the live calls."""
 
-    def __init__(self, config: ServerConfig, engine: Any = None, layer_factory: LayerFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Any = None,
+        layer_factory: LayerFactory | None = None,
+        group: WorkerGroup | None = None,
+    ) -> None:
         self.config = config
+        self.group = group  # None: a single process
         self.engine = engine
         self.layer_factory: LayerFactory = LayerCache(layer_factory or FaceLayers.build)
         self.model_executor = ThreadPoolExecutor(max_workers=config.model_workers, thread_name_prefix="s2f-model")
@@ -53,7 +61,12 @@ class ServerState:
         self.oneshot = OneShotQueue(config.oneshot_queue, config.retry_after, config.backend)
         self.offer_limiter = RateLimiter(config.offers_per_minute)
         self.upload_limiter = RateLimiter(config.uploads_per_minute)
-        self.admission = Admission(config.session_budget)
+        self.admission: Admission = (
+            Admission(config.session_budget)
+            if group is None
+            else SharedAdmission(config.session_budget, group.admission_path, group.index)
+        )
+        self._forwarding = [0] * (group.count if group else 0)  # offers on their way to each worker
         self.metrics = Metrics()
         self.metrics.session_budget.set(config.session_budget)
         self.metrics.bind_fps(self.mean_fps)
@@ -73,6 +86,7 @@ class ServerState:
             t = loop.time()
             await asyncio.sleep(period)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t - period))
+            self.metrics.refresh()
 
     @property
     def ready(self) -> bool:
@@ -95,7 +109,7 @@ class ServerState:
                 self.model_executor,
                 lambda: AvatarEngine(backend=self.config.backend, room_secret=room_secret()),
             )
-        self.batcher = ModelBatcher(self.engine, self.model_executor)
+        self.batcher = ModelBatcher(self.engine, self.model_executor, on_encode=self.metrics.encoded)
         self.batcher.start()
 
     def make_animator(self, size: int, **kwargs: Any) -> FaceAnimator:
@@ -163,9 +177,9 @@ class ServerState:
                 animator,
                 self.render_executor,
                 on_closed=self.call_closed,
+                call_id=self.group.new_call_id() if self.group else None,
             )
-            self.admission.release(placeholder)
-            self.admission.acquire(call.id)  # cannot fail: we just freed a slot
+            self.admission.rename(placeholder, call.id)  # the slot stays ours (workers share the budget)
             self.calls[call.id] = call
             self.metrics.live_sessions.set(len(self.calls))
             self.metrics.sessions_total.inc()
@@ -190,6 +204,34 @@ class ServerState:
             elif pc is not None:
                 await pc.close()
             raise
+
+    # --- workers: where an offer goes, who holds a call ---
+    def place(self, request: web.Request) -> int | None:
+        """The worker that should answer this offer: the least loaded (None: this one)."""
+        if self.group is None or came_from_worker(request):
+            return None
+        me = self.group.index
+        loads = [n + f for n, f in zip(self.admission.loads(), self._forwarding)]  # type: ignore[attr-defined]
+        ready = [i for i in range(len(loads)) if i == me or self.group.socket_path(i).exists()]  # not (re)starting
+        best = min(ready, key=lambda i: (loads[i], i != me))
+        return None if best == me or loads[best] >= loads[me] else best
+
+    async def forward_offer(self, target: int, raw: bytes, request: web.Request) -> tuple[int, dict[str, str], bytes]:
+        assert self.group is not None
+        self._forwarding[target] += 1
+        try:
+            return await self.group.forward(
+                target, "POST", "/offer", raw, {"Content-Type": "application/json"}, client=client_address(request)
+            )
+        finally:
+            self._forwarding[target] -= 1
+
+    def owner_elsewhere(self, call_id: str, request: web.Request) -> int | None:
+        """The other worker that holds this call (None: ours, unknown, or already forwarded)."""
+        if self.group is None or call_id in self.calls or came_from_worker(request):
+            return None
+        owner = self.group.owner_of(call_id)
+        return None if owner == self.group.index else owner
 
     def options_json(self) -> dict:
         ice_servers = ice_servers_for_browser(self.config, "call")

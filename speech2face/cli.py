@@ -56,16 +56,26 @@ def _check_privacy(args: argparse.Namespace) -> None:
         raise UserError("--privacy room needs --room NAME")
 
 
+def _check_seed(args: argparse.Namespace) -> None:
+    from engines.look import check_seed
+
+    try:
+        check_seed(args.seed)
+    except ValueError as exc:
+        raise UserError(f"--seed: {exc}") from exc
+
+
 def cmd_avatar(args: argparse.Namespace) -> int:
     from engines.render import render_png, render_svg
 
     _check_privacy(args)
+    _check_seed(args)
     if args.size not in SIZES:
         raise UserError("--size must be 256, 384 or 512")
     audio = _decode(args.clip)
     engine = _engine(args.backend)
     try:
-        update = engine.analyze(audio.pcm, privacy=args.privacy, room=args.room, overrides=_overrides(args))
+        update = engine.analyze(audio.pcm, privacy=args.privacy, room=args.room, overrides=_overrides(args), seed=args.seed)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     _write(Path(args.output), render_png(update.params, args.size))
@@ -98,6 +108,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise UserError("--seconds must be positive")
     _check_privacy(args)
+    _check_seed(args)
     engine = _engine(args.backend)
     failed = 0
     for path in args.files:
@@ -110,7 +121,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(json.dumps({"file": path, "error": str(exc)}), flush=True)
             failed += 1
             continue
-        update = engine.analyze(audio.pcm, seconds=args.seconds, privacy=args.privacy, room=args.room)
+        update = engine.analyze(audio.pcm, seconds=args.seconds, privacy=args.privacy, room=args.room, seed=args.seed)
         print(json.dumps({"file": path, **update.to_json()}), flush=True)
     return EXIT_USAGE if failed else 0
 
@@ -135,7 +146,18 @@ def cmd_build_engines(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import run_eval
 
-    return run_eval(Path(args.manifest), Path(args.out), backend=args.backend)
+    return run_eval([Path(m) for m in args.manifest], Path(args.out), backend=args.backend, cv=not args.no_cv)
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import CorpusError, build_corpus
+
+    try:
+        path = build_corpus(Path(args.out) if args.out else None, set(args.package) if args.package else None)
+    except CorpusError as exc:
+        raise UserError(str(exc)) from exc
+    print(path)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -158,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--backend", default=os.environ.get("S2F_BACKEND", "onnx"), choices=BACKENDS)
         sp.add_argument("--privacy", default="stable", choices=PRIVACY_MODES)
         sp.add_argument("--room", default=None, help="room name (privacy mode 'room')")
+        sp.add_argument(
+            "--seed",
+            default=None,
+            help="look seed you own: picks skin tone, hair and eye colour (same seed, same colours for any voice);"
+            " without it those are fixed defaults — never the voice",
+        )
 
     sp = sub.add_parser("serve", help="run the live call service (all flags: speech2face serve --help)", add_help=False)
     sp.set_defaults(func=None)
@@ -182,11 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_analyze)
 
-    sp = sub.add_parser("eval", help="agreement report over a labelled manifest CSV")
-    sp.add_argument("manifest")
+    sp = sub.add_parser("eval", help="in-sample and leave-one-source-out report over labelled manifest CSVs")
+    sp.add_argument("manifest", nargs="+", help="CSV(s) with file, speaker_id, gender[, age, source_package]")
     sp.add_argument("--out", default="eval-output", help="report folder")
     sp.add_argument("--backend", default="onnx", choices=BACKENDS)
+    sp.add_argument("--no-cv", action="store_true", help="in-sample figures only (faster)")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("corpus", help="fetch the real-speech corpus from Debian packages (speech2face/real_speech.csv)")
+    sp.add_argument("--out", default=None, help="folder (default: the user cache dir)")
+    sp.add_argument("--package", action="append", help="only this Debian package (repeatable)")
+    sp.set_defaults(func=cmd_corpus)
 
     sp = sub.add_parser("build-engines", help="export ONNX and build TensorRT engines ahead of time")
     sp.add_argument("--fp16", action="store_true")

@@ -118,6 +118,25 @@ async def test_browser_joins_and_sees_avatar(server, speech_wav, tmp_path):
             await page.screenshot(path=str(shot))
             shutil.copy(shot, tmp_path / "browser_call.png")
             assert len(state.calls) == 1
+            # the look seed: random, kept in localStorage, sent with the offer; "New look" replaces it
+            from engines.look import LOOK_PARAMS, look_values
+
+            call = next(iter(state.calls.values()))
+            seed = await page.evaluate("localStorage.getItem('speech2face.lookSeed')")
+            assert seed and len(seed) == 24
+
+            def wears(s: str) -> bool:
+                return all(abs(call.current.params[k] - v) < 1e-6 for k, v in look_values(s).items() if k in LOOK_PARAMS)
+
+            assert wears(seed)
+            await page.click("#new-look")
+            new_seed = await page.evaluate("localStorage.getItem('speech2face.lookSeed')")
+            assert new_seed and new_seed != seed
+            for _ in range(50):
+                if wears(new_seed):
+                    break
+                await asyncio.sleep(0.1)
+            assert wears(new_seed)
             await page.click("#leave")
             await page.wait_for_function("document.getElementById('join').disabled === false")
             seen["message"] = await page.text_content("#message")

@@ -76,23 +76,28 @@ def test_ten_minutes_of_audio_is_bounded(bad_inputs):
     assert d["speech_seconds"] <= 120.0
 
 
-def test_eval_writes_a_report_with_plots(voice_corpus, tmp_path):
+def test_eval_reports_cross_validated_beside_in_sample(voice_corpus, tmp_path):
     manifest = tmp_path / "manifest.csv"
     chosen = ["mbrola-us1", "mbrola-us2", "espeak-en-f3", "espeak-en-m7"]
     with manifest.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file", "speaker_id", "gender", "age"])
-        for name in chosen:
+        w.writerow(["file", "speaker_id", "gender", "age", "source_package"])
+        for name in chosen:  # one "source" per voice: four leave-one-source-out folds
             gender = "F" if voices.voice_by_name(name).gender == "female" else "M"
             for path in voice_corpus[name][:2]:
-                w.writerow([str(path), name, gender, "30"])
+                w.writerow([str(path), name, gender, "30", f"deb:synthetic-{name}"])
     out = tmp_path / "report"
-    res = run("eval", str(manifest), "--out", str(out))
+    res = run("eval", str(manifest), "--out", str(out), timeout=600)
     assert res.returncode == 0, res.stderr
     report = (out / "report.md").read_text()
-    assert "| full | 8 |" in report and "Same-speaker retrieval" in report
+    assert "| measure | n | cross-validated | in-sample | median F0 > 165 Hz |" in report
+    for row in ("| gender, 1 s |", "| gender, 3 s |", "| gender, full clip | 8 clips / 4 speakers |", "confidently wrong"):
+        assert row in report
+    assert "same-speaker retrieval, face vector, top-1" in report and "4 speakers" in report
+    cv_full = next(line for line in report.splitlines() if line.startswith("| gender, full clip"))
+    assert cv_full.split("|")[3].strip().endswith("%")  # a cross-validated figure, not a dash
+    assert "fold 4/4" in res.stderr and "[8/8]" in res.stderr  # progress shown
     assert (out / "gender_vs_seconds.png").stat().st_size > 5000
-    assert "[8/8]" in res.stderr  # progress shown
 
 
 def test_build_engines_explains_missing_tensorrt():

@@ -190,12 +190,12 @@ def test_overrides_apply_and_skin_tone_is_never_from_voice(speech_wav, onnx_engi
     female, male = _pcm(speech_wav["female"]), _pcm(speech_wav["male"])
     dark = onnx_engine.analyze(female, overrides={"skin_tone": "deep", "gender_presentation": "masculine"})
     assert dark.params.category("skin_tone") == "deep" and dark.params["femininity"] == pytest.approx(0.1)
-    # the skin tone channel follows the identity projection, not the traits: moving the voice's
-    # F0-driven traits (a female vs a male voice under the same override) leaves it to identity
-    a = onnx_engine.analyze(female, overrides={"gender_presentation": "neutral"})
-    b = onnx_engine.analyze(female, privacy="room", room="x", overrides={"gender_presentation": "neutral"})
-    assert a.params["femininity"] == b.params["femininity"] == pytest.approx(0.5)
-    assert a.params["skin_tone"] != b.params["skin_tone"]
+    # without a choice or a seed, two different voices in any privacy mode wear the same
+    # documented default colours (tests/test_look.py checks this over hundreds of voices)
+    a = onnx_engine.analyze(female)
+    b = onnx_engine.analyze(male, privacy="room", room="x")
+    for k in ("skin_tone", "hair_colour", "eye_colour", "freckles"):
+        assert a.params[k] == b.params[k]
     with pytest.raises(ValueError, match="skin_tone must be one of"):
         onnx_engine.analyze(male, overrides={"skin_tone": "green"})
 
@@ -234,7 +234,8 @@ def test_push_many_batches_callers_and_matches_separate_pushes(speech_wav, onnx_
 
 def test_traits_come_first_then_identity(voice_corpus, onnx_engine):
     neutral = FaceParams.neutral()
-    categorical = ("hair_style", "hair_colour", "skin_tone", "eye_colour")
+    categorical = ("hair_style", "facial_hair_style")
+    look = ("hair_colour", "skin_tone", "eye_colour", "freckles")
     changed_late = 0
     for name in ("mbrola-us1", "mbrola-us2", "espeak-en-f3", "espeak-de-m4"):
         pcm = _pcm(voice_corpus[name][voices.LONG_SENTENCE_INDEX])
@@ -242,8 +243,10 @@ def test_traits_come_first_then_identity(voice_corpus, onnx_engine):
         # early: the voice's traits already show, the identity buckets are still the neutral face's
         assert abs(early.params["femininity"] - 0.5) > 0.1
         assert all(early.params[c] == pytest.approx(neutral[c]) for c in categorical)
-        changed_late += sum(late.params.category(c) != neutral.category(c) for c in categorical)
-    assert changed_late >= 4  # identity details arrive with more speech
+        changed_late += late.params.category("hair_style") != neutral.category("hair_style")
+        # the colours are the look's (default here), from the first frame to the last
+        assert all(early.params[c] == late.params[c] == pytest.approx(neutral[c]) for c in look)
+    assert changed_late >= 2  # identity details arrive with more speech
 
 
 def test_push_many_isolates_a_failing_pipeline(speech_wav, onnx_engine):
@@ -253,3 +256,23 @@ def test_push_many_isolates_a_failing_pipeline(speech_wav, onnx_engine):
     results = onnx_engine.push_many([(good, pcm), (bad, pcm)])
     assert isinstance(results[1], RuntimeError)
     assert results[0] is not None and results[0].seconds_heard > 3.0
+
+
+def test_telephone_band_is_detected_and_f4_dropped():
+    from engines.profile import VoiceProfile
+
+    rng = np.random.default_rng(3)
+    wide = rng.standard_normal(16_000) * 0.1
+    spec = np.fft.rfft(wide)
+    spec[np.fft.rfftfreq(16_000, 1 / 16_000) > 3600] = 0  # an 8 kHz phone line
+    phone = np.fft.irfft(spec, 16_000)
+    tel, hifi = VoiceProfile(), VoiceProfile()
+    for i in (0, 8_000):
+        tel.add_block(phone[i : i + 8_000])
+        hifi.add_block(wide[i : i + 8_000])
+    assert (tel.blocks, tel.narrowband_blocks) == (2, 2) and (hifi.blocks, hifi.narrowband_blocks) == (2, 0)
+    # the same formants give a different tract length once F4 is left out
+    for p in (tel, hifi):
+        p.formant_sum, p.formant_n = np.array([500.0, 1500.0, 2500.0, 4200.0]) * 10, 10
+    assert tel.vtl_cm != pytest.approx(hifi.vtl_cm)
+    assert tel.vtl_cm == pytest.approx(35_000 / (2 * 1000.0), rel=1e-6)  # F1..F3 at 0.5/1.5/2.5 × 1000 Hz

@@ -124,7 +124,7 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
     speech = read_wav_16k(speech_wav["male"])[: 16_000 * 3]
     caller = Caller(url, ArrayAudioTrack(to_48k(speech), loop=True))
     async with aiohttp.ClientSession() as session:
-        resp = await caller.connect(session, size=384, skin_tone="deep")
+        resp = await caller.connect(session, size=384, skin_tone="deep", seed="first look")
         assert resp.status == 200
         assert await wait_for(lambda: caller.result.video_size == (384, 384), 5.0)
         assert await wait_for(lambda: caller.channel.readyState == "open", 5.0)
@@ -137,6 +137,20 @@ async def test_live_configure_size_and_skin_tone(server, speech_wav):
         assert await wait_for(lambda: caller.result.video_size == (256, 256), 5.0)
         light = SPECS_BY_NAME["skin_tone"].value_of("light")
         assert await wait_for(lambda: abs(caller.result.status[-1]["face"]["params"]["skin_tone"] - light) < 1e-6, 5.0)
+        # the look seed picks the colours the caller did not choose; "new look" sends a new seed
+        from engines.look import look_values
+
+        first, second = look_values("first look"), look_values("second look")
+        assert abs(caller.result.status[0]["face"]["params"]["hair_colour"] - first["hair_colour"]) < 1e-6
+        caller.channel.send('{"type": "configure", "seed": "second look"}')
+        assert await wait_for(
+            lambda: (
+                abs(caller.result.status[-1]["face"]["params"]["eye_colour"] - second["eye_colour"]) < 1e-6
+                and abs(caller.result.status[-1]["face"]["params"]["hair_colour"] - second["hair_colour"]) < 1e-6
+            ),
+            5.0,
+        )
+        assert abs(caller.result.status[-1]["face"]["params"]["skin_tone"] - light) < 1e-6  # the choice stays
         # download the live face
         r = await session.get(f"{url}/v1/calls/{caller.call_id}/avatar?format=svg")
         assert r.status == 200 and "<svg" in await r.text()

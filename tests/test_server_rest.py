@@ -168,6 +168,8 @@ async def test_offer_validation(api):
         {"privacy": "room"},
         {"size": 1000},
         {"skin_tone": "green"},
+        {"seed": 12345},
+        {"seed": "x" * 300},
         {"room": "x" * 500, "privacy": "room"},
     ):
         await expect_error(await session.post(url + "/offer", json={"sdp": "v=0\r\n", "type": "offer", **bad}), 400)
@@ -198,3 +200,17 @@ async def test_websocket_twin(api, speech_wav):
     # closing the socket hangs up
     assert await wait_for(lambda: not state.calls, 5.0)
     await caller.close()
+
+
+@pytest.mark.asyncio
+async def test_avatar_look_seed_sets_the_colours_for_any_voice(api, speech_wav):
+    from engines.look import LOOK_PARAMS, look_values
+
+    url, session, _ = api
+    looks = []
+    for gender in ("female", "male"):
+        r = await session.post(url + "/v1/avatar?format=json&seed=my-own-look", data=speech_wav[gender].read_bytes())
+        assert r.status == 200
+        looks.append({k: (await r.json())["face"]["params"][k] for k in LOOK_PARAMS})
+    assert looks[0] == looks[1] == {k: pytest.approx(v, abs=1e-6) for k, v in look_values("my-own-look").items()}
+    await expect_error(await session.post(url + "/v1/avatar?seed=" + "x" * 300, data=b"x"), 400)

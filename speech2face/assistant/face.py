@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from engines.face import PARAM_INDEX, PARAM_NAMES, PARAM_SPECS, FaceParams, Source
+from engines.look import look_values
 
 MAX_SEED_CHARS = 256
 SHAPE_JITTER = 0.15
@@ -84,4 +85,6 @@ def face_from_seed(seed: str) -> FaceParams:
     put("greying", 0.0)
     put("baldness", 0.0)
     put("age_lines", 0.05)
+    for name, value in look_values(seed).items():  # the same colours a caller with this seed wears
+        put(name, value)
     return FaceParams(v.astype(np.float32))
