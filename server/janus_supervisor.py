@@ -192,7 +192,11 @@ class JanusSupervisor:
         if self.managed:
             await self._spawn()
         client = await self._connect()
-        await client.info(timeout=HEALTH_TIMEOUT_S)
+        try:
+            await client.info(timeout=HEALTH_TIMEOUT_S)
+        except BaseException:  # cancelled by stop(), or no answer: the session must not leak
+            await client.close()
+            raise
         self.client = client
         self.generation += 1
         self.up_since = time.monotonic()
@@ -240,7 +244,10 @@ class JanusSupervisor:
             try:
                 await client.connect(timeout=2.0)
                 return client
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # aiohttp raises assorted errors
+            except asyncio.CancelledError:
+                await client.close()
+                raise
+            except Exception as exc:  # aiohttp raises assorted errors
                 await client.close()
                 if self._proc is not None and self._proc.returncode is not None:
                     raise OSError(f"janus exited with code {self._proc.returncode}: {self._last_error()}") from exc
