@@ -166,7 +166,10 @@ async def healthz(request: web.Request) -> web.Response:
     body.update(room_health)
     if state.group is not None:  # which worker answered, and every worker's calls
         body["worker"] = {"index": state.group.index, "sessions": len(state.calls) + len(state.assistants)}
-        body["workers"] = [{"index": i, "sessions": n} for i, n in enumerate(state.admission.loads())]
+        body["workers"] = [
+            {"index": i, "sessions": n, "ready": i == state.group.index or state.group.socket_path(i).exists()}
+            for i, n in enumerate(state.admission.loads())
+        ]
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)

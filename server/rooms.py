@@ -32,6 +32,7 @@ from .janus_supervisor import JanusSupervisor
 from .room_member import ERR_ROOM_EXISTS, RoomFull, RoomMember
 from .state import CLIENT, STATE, ServerState
 from .turn import ice_servers_for_browser
+from .workers import client_address
 
 log = logging.getLogger("speech2face.rooms")
 
@@ -292,6 +293,17 @@ async def room_socket(request: web.Request) -> web.WebSocketResponse:
         )
         await ws.close()
         return ws
+    state = svc.state
+    target = state.place(request)
+    if target is not None and state.group is not None:  # a less loaded worker takes this member
+        try:
+            await state.group.relay_websocket(target, request.path, ws, client_address(request), max_msg_size=MAX_MESSAGE_CHARS)
+        except ConnectionError:
+            log.info("worker %d unreachable; room member served here", target)
+        else:
+            if not ws.closed:
+                await ws.close()
+            return ws
     member: RoomMember | None = None
     try:
         async for msg in ws:
@@ -305,7 +317,7 @@ async def room_socket(request: web.Request) -> web.WebSocketResponse:
                 if kind == "join":
                     if member is not None:
                         raise HttpError("already joined")
-                    svc.state.offer_limiter.take(request.remote or "", "offers")  # a join is an offer
+                    state.offer_limiter.take(client_address(request) or "", "offers")  # a join is an offer
                     member = await svc.join(room, body, ws)
                 elif kind == "media-answer":
                     if member is None:

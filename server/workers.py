@@ -30,6 +30,7 @@ are the only ones a worker serves without placing them elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -131,6 +132,41 @@ class WorkerGroup:
                     return r.status, {k: r.headers[k] for k in keep if k in r.headers}, await r.read()
         except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
             raise ConnectionError(f"worker {index} is not reachable") from exc
+
+    async def relay_websocket(self, index: int, path: str, ws: Any, client: str | None, max_msg_size: int) -> None:
+        """Carry an accepted websocket's messages to and from worker ``index``'s ``path`` until
+        either side closes (a room member placed on another worker: its signalling goes there,
+        its media straight to that worker's ICE candidates).
+
+        Raises ``ConnectionError`` when that worker is not there."""
+        import aiohttp
+
+        headers = {CLIENT_HEADER: client} if client else {}
+        try:
+            session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path(index))))
+        except FileNotFoundError as exc:
+            raise ConnectionError(f"worker {index} is not reachable") from exc
+        async with session:
+            try:
+                upstream = await session.ws_connect("http://worker" + path, headers=headers, max_msg_size=max_msg_size)
+            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, FileNotFoundError) as exc:
+                raise ConnectionError(f"worker {index} is not reachable") from exc
+
+            async def pump(src: Any, dst: Any) -> None:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await dst.send_bytes(msg.data)
+
+            async with upstream:
+                tasks = [asyncio.ensure_future(pump(ws, upstream)), asyncio.ensure_future(pump(upstream, ws))]
+                try:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def die_with_supervisor() -> None:

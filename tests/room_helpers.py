@@ -48,6 +48,31 @@ def voice_48k(name: str, sentence: int = voices.LONG_SENTENCE_INDEX):
     return to_48k(read_wav_16k(voices.synthesize(voices.voice_by_name(name), sentence)))
 
 
+def descendant_names(pid: int) -> list[str]:
+    """The command names of every process below ``pid`` (from /proc; Linux)."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm_end = stat.rindex(")")
+        names[int(d.name)] = stat[stat.index("(") + 1 : comm_end]
+        ppid = int(stat[comm_end + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(names.get(p, "?"))
+        todo += children.get(p, [])
+    return out
+
+
 def free_port() -> int:
     import socket
 
@@ -89,14 +114,15 @@ async def server_process(*args: str, log_path: str | None = None) -> AsyncIterat
     )
     try:
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # engines load in every worker, on a busy machine
             while True:
                 assert proc.poll() is None, "server exited"
-                assert time.monotonic() < deadline, "server not ready within 60 s"
+                assert time.monotonic() < deadline, "server not ready within 180 s"
                 try:
                     async with http.get(url + "/healthz") as r:
                         body = await r.json()
-                        if r.status == 200 and body.get("rooms", {}).get("janus", {}).get("state") == "up":
+                        workers_ready = all(w["ready"] for w in body.get("workers", []))  # --workers: every one
+                        if r.status == 200 and workers_ready and body.get("rooms", {}).get("janus", {}).get("state") == "up":
                             break
                 except aiohttp.ClientError:
                     pass

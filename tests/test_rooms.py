@@ -19,7 +19,7 @@ from server.config import ServerConfig
 from server.janus_config import JanusSettings
 from server.janus_supervisor import JanusSupervisor, find_janus
 from tests.room_client import RoomError, RoomParticipant, count_video_without_decoding
-from tests.room_helpers import ROOM_VOICES, server_process, serving_rooms, voice_48k
+from tests.room_helpers import ROOM_VOICES, descendant_names, server_process, serving_rooms, voice_48k
 from tests.server_helpers import ArrayAudioTrack, serving, wait_for
 
 pytestmark = pytest.mark.skipif(find_janus() is None, reason="Janus is not installed (apt-get install janus)")
@@ -67,8 +67,10 @@ async def test_rooms_of_2_4_8_every_subscriber_gets_every_avatar(speech, monkeyp
     # cores (bench/bench_rooms.py and the README give the refining cost).
     count_video_without_decoding(monkeypatch)
     report = {}
-    args = ("--session-budget", "16", "--room-cap", "8", "--max-speech-seconds", "2")
-    async with server_process(*args, log_path=str(tmp_path / "server.log")) as (url, _):
+    # two workers, as `make run` serves on two cores: members of one room land on both
+    args = ("--session-budget", "16", "--room-cap", "8", "--max-speech-seconds", "2", "--workers", "2")
+    async with server_process(*args, log_path=str(tmp_path / "server.log")) as (url, proc):
+        assert descendant_names(proc.pid).count("janus") == 1, descendant_names(proc.pid)  # one Janus for all workers
         async with aiohttp.ClientSession() as http:
             for size in (2, 4, 8):
                 room = await _room(http, url)
@@ -76,6 +78,9 @@ async def test_rooms_of_2_4_8_every_subscriber_gets_every_avatar(speech, monkeyp
                 try:
                     for p in people:
                         await p.join(http)
+                    # our server places members on the less loaded worker (ids name it: p00…, p01…)
+                    by_worker = [sum(p.id.startswith(f"p{w:02x}") for p in people) for w in (0, 1)]
+                    assert abs(by_worker[0] - by_worker[1]) <= 1, by_worker
                     assert await _everyone_sees_everyone(people, timeout=30.0), [
                         (p.name, p.offers, {f: len(p.feeds[f].video_times) for f in p.remote_feeds()}) for p in people
                     ]
