@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import av
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -106,6 +107,7 @@ class Call:
         self.connected_at: float | None = None
         self.last_audio_at: float | None = None
         self.closed = asyncio.Event()
+        self.closing = asyncio.Event()  # set when close() starts (a room member leaves Janus at once)
         self._closing = False
         self._closer: asyncio.Task | None = None
         self.teardown: set[asyncio.Future] = set()  # what was still closing when the slot was released
@@ -131,6 +133,9 @@ class Call:
         )
         self.current = self.pipeline.current
         self.animator = animator
+        #: also gets every decoded audio frame with its arrival time (a room member's feed
+        #: carries the caller's own voice beside the avatar)
+        self.audio_sink: Callable[[av.AudioFrame, float], None] | None = None
         self.video = AvatarVideoTrack(animator, config.fps, on_frame=self._on_frame)
         self._render_executor = render_executor
         self._size_wanted: int | None = None
@@ -288,6 +293,8 @@ class Call:
             self.last_audio_at = now
             raw = frame.to_ndarray()
             self.animator.push_audio(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            if self.audio_sink is not None:
+                self.audio_sink(frame, now)
             if self.face_final:
                 continue  # the mouth still moves; the model needs no more audio
             if self.feed.add(raw, frame):
@@ -397,6 +404,7 @@ class Call:
             await self.closed.wait()
             return
         self._closing = True
+        self.closing.set()
         self.close_reason = reason
         started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
