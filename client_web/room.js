@@ -284,10 +284,10 @@ function hangUp(message = "", isError = false) {
   $("join").disabled = false;
   $("leave").disabled = true;
   setMessage(message, isError);
-  refreshInfo();
+  refreshInfo(false); // the count only: our own leave may not have reached the server yet
 }
 
-async function refreshInfo() {
+async function refreshInfo(showStatus = true) {
   try {
     const r = await fetch(`/v1/rooms/${encodeURIComponent(ROOM)}`);
     const info = await r.json();
@@ -299,6 +299,7 @@ async function refreshInfo() {
     room.cap = info.cap;
     if (!room.ws) {
       setCount(info.participants, info.cap);
+      if (!showStatus) return;
       if (info.message) setMessage(info.message, true);
       else if (info.full) setMessage(`This room is full (${info.cap} people). Try again when someone leaves.`, true);
     }

@@ -212,9 +212,10 @@ async def _run(http, url, room, svc, browser) -> None:
     restarts = sup.restarts
     os.kill(sup.pid, 9)
     await a.wait_for_function("document.getElementById('message').textContent.includes('reconnecting')", timeout=10_000)
+    # restarted (the tiles may still look live from before the supervisor noticed, so wait for it)
+    assert await wait_for(lambda: sup.restarts == restarts + 1 and sup.state == "up", 30.0), sup.status()
     for pg in (a, b, c):
         await _wait_remote(pg, 2, timeout=30.0)
-    assert sup.restarts == restarts + 1
     health = await (await http.get(url + "/healthz")).json()
     assert health["rooms"]["janus"]["state"] == "up", health
     await asyncio.sleep(2.0)
