@@ -262,6 +262,7 @@ class RoomMember:
             }
             for s in data.get("streams") or []
         ]
+        log.debug("member %s view offer: %s", self.id, sorted({s["feed"] for s in streams if s["active"] and not s["self"]}))
         await self.send({"type": "media-offer", "sdp": jsep["sdp"], "restart": restart, "streams": streams})
 
     async def answer(self, sdp: Any) -> None:
@@ -304,8 +305,9 @@ class RoomMember:
             return
         if changed:
             self.send_roster()
-            if self._sub is not None:
-                self._spawn(self._subscribe_new(), "subscribe")
+            # always: while our view is being opened ``_sub`` is still None, and a feed announced
+            # then is in neither that view nor any later one unless this waits for the lock
+            self._spawn(self._subscribe_new(), "subscribe")
 
     def _add_other(self, p: dict) -> bool:
         feed = p.get("id")
