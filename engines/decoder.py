@@ -55,7 +55,6 @@ PROBE_CLAMP = 3.0  # the probe's standardised score never says more than this
 EVIDENCE_HALF_S = 1.5  # voiced seconds at which the evidence weight is one half
 CHILD_F0_HZ = 240.0  # a child's median F0 is above this ...
 CHILD_VTL_CM = 13.0  # ... and the apparent vocal tract shorter than this (adult women ≈ 14.5)
-CHILD_F0_ALONE_HZ = 270.0  # ... or the median F0 alone is above this (set on the dev set: see docstring)
 CHILD_PRIOR_LOGIT = -2.0
 CHILD_SLOPE = 1.5  # logit per unit of the smaller cue margin (semitones / cm)
 SENIOR_PRIOR_LOGIT = -2.2  # ≈ 10 %
@@ -141,6 +140,7 @@ class FaceDecoder(nn.Module):
     probe_spread: torch.Tensor
     gender_w: torch.Tensor
     gender_bias: torch.Tensor
+    child_f0_st: torch.Tensor
 
     def __init__(self, traits: TraitConstants | None = None) -> None:
         super().__init__()
@@ -150,6 +150,7 @@ class FaceDecoder(nn.Module):
         self.register_buffer("probe_spread", torch.tensor(float(t.probe_spread)))
         self.register_buffer("gender_w", torch.tensor([t.w_f0, t.w_probe], dtype=torch.float32))
         self.register_buffer("gender_bias", torch.tensor(float(t.bias)))
+        self.register_buffer("child_f0_st", torch.tensor(float(t.child_f0_st)))
 
     def forward(
         self,
@@ -175,8 +176,10 @@ class FaceDecoder(nn.Module):
         # and a short tract; a missing tract estimate (vtl 0) counts as no evidence for either.
         f0_margin = f0_med - _st(CHILD_F0_HZ)
         vtl_margin = torch.where(vtl > 0, CHILD_VTL_CM - vtl, torch.zeros_like(vtl))
-        margin = torch.maximum(torch.minimum(f0_margin, 2.0 * vtl_margin), f0_med - _st(CHILD_F0_ALONE_HZ))
-        child_logit = CHILD_PRIOR_LOGIT + evidence * CHILD_SLOPE * torch.where(f0_med > 0, margin, torch.full_like(margin, -5.0))
+        both = CHILD_PRIOR_LOGIT + evidence * CHILD_SLOPE * torch.minimum(f0_margin, 2.0 * vtl_margin)
+        # pitch alone: even odds at the fitted boundary (above every trusted adult), no prior
+        alone = evidence * CHILD_SLOPE * (f0_med - self.child_f0_st)
+        child_logit = torch.where(f0_med > 0, torch.maximum(both, alone), CHILD_PRIOR_LOGIT - 5.0 * CHILD_SLOPE * evidence)
         senior_logit = SENIOR_PRIOR_LOGIT + evidence * (
             torch.clamp((perturb - 0.018) / 0.006, -1.5, 2.0) + torch.clamp((9.0 - hnr) / 4.0, -1.0, 1.0)
         )
@@ -195,7 +198,9 @@ class FaceDecoder(nn.Module):
         speech = f[:, FEATURE_INDEX["speech_s"]]
         reveal = torch.clamp((speech - IDENTITY_FROM_S) / (IDENTITY_FULL_S - IDENTITY_FROM_S), 0.0, 1.0)
         j = IDENTITY_GAIN * (codes - 0.5) * reveal[:, None]
-        shown = torch.clamp(0.5 + j, 0.0, 1.0)
+        # the params that are nothing but identity show the code itself, faded in from neutral:
+        # a gain and a clamp there would flatten a quarter of all voices onto the same 0 or 1
+        shown = 0.5 + (codes - 0.5) * reveal[:, None]
         revealed = reveal >= 1.0
 
         def categorical(name: str) -> torch.Tensor:
