@@ -16,10 +16,12 @@ TensorRT. Two parts, kept apart on purpose:
    * Age band: a child's voice has a high F0 *and* a short vocal tract (high formants): Lee,
      Potamianos & Narayanan 1999, JASA 105:1455 (F0 ≈ 250–300 Hz, formants 20–30 % above
      adults'). Either cue alone is usually an adult woman, so the child logit needs both (a
-     soft AND: the smaller of the two cue margins) — or a median F0 so high (above 270 Hz,
-     beyond the adult women of the dev set, top 258 Hz, and inside the 5–10-year-old range)
-     that pitch alone says child; the formant estimate is often adult-like on real child
-     recordings (dev set). Children get a neutral gender presentation.
+     soft AND: the smaller of the two cue margins) — or a median F0 so far above every
+     trusted adult's in the calibration data (the margin counts from
+     ``TraitConstants.child_f0_st``, half a semitone above the highest; fitted on adults only
+     and refitted per fold by ``eval``) that pitch alone says child; the formant estimate is
+     often adult-like on real child recordings (dev set). Children get a neutral gender
+     presentation.
      Seniors: perturbation (jitter) rises and HNR falls with age (Ferrand 2002, J Voice
      16:480); a weak cue, so the senior posterior stays near its prior unless both agree.
    * Size from apparent vocal-tract length, shrunk hard toward the mean (noisy cue).
@@ -176,10 +178,8 @@ class FaceDecoder(nn.Module):
         # and a short tract; a missing tract estimate (vtl 0) counts as no evidence for either.
         f0_margin = f0_med - _st(CHILD_F0_HZ)
         vtl_margin = torch.where(vtl > 0, CHILD_VTL_CM - vtl, torch.zeros_like(vtl))
-        both = CHILD_PRIOR_LOGIT + evidence * CHILD_SLOPE * torch.minimum(f0_margin, 2.0 * vtl_margin)
-        # pitch alone: even odds at the fitted boundary (above every trusted adult), no prior
-        alone = evidence * CHILD_SLOPE * (f0_med - self.child_f0_st)
-        child_logit = torch.where(f0_med > 0, torch.maximum(both, alone), CHILD_PRIOR_LOGIT - 5.0 * CHILD_SLOPE * evidence)
+        margin = torch.maximum(torch.minimum(f0_margin, 2.0 * vtl_margin), f0_med - self.child_f0_st)
+        child_logit = CHILD_PRIOR_LOGIT + evidence * CHILD_SLOPE * torch.where(f0_med > 0, margin, torch.full_like(margin, -5.0))
         senior_logit = SENIOR_PRIOR_LOGIT + evidence * (
             torch.clamp((perturb - 0.018) / 0.006, -1.5, 2.0) + torch.clamp((9.0 - hnr) / 4.0, -1.0, 1.0)
         )
@@ -198,9 +198,7 @@ class FaceDecoder(nn.Module):
         speech = f[:, FEATURE_INDEX["speech_s"]]
         reveal = torch.clamp((speech - IDENTITY_FROM_S) / (IDENTITY_FULL_S - IDENTITY_FROM_S), 0.0, 1.0)
         j = IDENTITY_GAIN * (codes - 0.5) * reveal[:, None]
-        # the params that are nothing but identity show the code itself, faded in from neutral:
-        # a gain and a clamp there would flatten a quarter of all voices onto the same 0 or 1
-        shown = 0.5 + (codes - 0.5) * reveal[:, None]
+        shown = torch.clamp(0.5 + j, 0.0, 1.0)
         revealed = reveal >= 1.0
 
         def categorical(name: str) -> torch.Tensor:

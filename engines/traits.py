@@ -31,7 +31,7 @@ EMBEDDING_SIZE = 256
 PROBE_SHRINK = 0.5
 L2_PENALTY = 0.05
 SCALARS = ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias", "child_f0_st")
-CHILD_F0_MARGIN_ST = 0.5  # the child pitch boundary sits this far above the highest adult heard
+CHILD_F0_MARGIN_ST = 0.5  # the child pitch margin starts this far above the highest adult heard
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class TraitConstants:
     w_f0: float = 3.0  # before calibration: F0 alone, about what the literature spreads give
     w_probe: float = 0.0
     bias: float = 0.0
-    #: median F0 (semitones re 50 Hz) above which pitch alone says child: half a semitone above
-    #: the highest trusted adult's median F0 in the calibration data (before calibration: 270 Hz)
+    #: median F0 (semitones re 50 Hz) from which the decoder's pitch-alone child margin counts: half
+    #: a semitone above the highest trusted adult's median F0 in the calibration data (default 270 Hz)
     child_f0_st: float = 29.2
 
     def save(self, path: Path = TRAITS_PATH) -> None:
@@ -143,9 +143,9 @@ def fit_gender(
 
 
 def fit_child_f0(adult_f0_st: np.ndarray) -> float:
-    """The child pitch boundary: ``CHILD_F0_MARGIN_ST`` above the highest trusted adult's median F0.
+    """Where the pitch-alone child margin starts: ``CHILD_F0_MARGIN_ST`` above the highest trusted adult's median F0.
 
-    Real children are too few to fit a boundary on (two in the dev set), adults are not: a
-    whole-clip median F0 above every labelled adult's is what pitch alone can honestly call a
-    child. Fitted on the trusted adult labels only, so a child never decides its own boundary."""
+    Real children are too few to fit a boundary on (two in the dev set), adults are not: only a
+    whole-clip median F0 beyond every labelled adult's can speak for a child on pitch alone.
+    Fitted on the trusted adult labels only, so a child never decides its own boundary."""
     return float(np.max(adult_f0_st)) + CHILD_F0_MARGIN_ST
