@@ -26,11 +26,14 @@ $(VENV)/.test: $(VENV)/.base
 install: $(VENV)/.base
 install-test: $(VENV)/.test
 
-# System packages the tests need: espeak-ng + MBROLA voices (contrib/non-free), sox, chromium.
+# System packages the tests need: espeak-ng + MBROLA voices (contrib/non-free), sox, chromium,
+# janus + gcc (rooms), docker-compose (validates docker-compose.yml).
 sysdeps:
 	@bash scripts/sysdeps.sh
 
+# Rooms need Janus: installed here when root and missing; otherwise the script says what is missing.
 run: install
+	@bash scripts/sysdeps.sh run
 	$(VENV)/bin/speech2face serve --host $(HOST) --port $(PORT)
 
 # puppeteer-core drives the system Firefox for tests/test_browser.py; it never downloads a browser

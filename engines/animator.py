@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def build_layers(factory: LayerFactory, params: FaceParams, size: int, previous:
     """``factory(params, size)``, passing the face on screen when the factory can reuse it
     (``accepts_previous``: the renderer then redraws only the parts that changed visibly)."""
     if previous is not None and getattr(factory, "accepts_previous", False):
-        return factory(params, size, previous=previous)
+        return factory(params, size, previous=previous)  # type: ignore[call-arg]
     return factory(params, size)
 
 
@@ -114,6 +114,13 @@ def visibly_different(a: FaceParams, b: FaceParams) -> bool:
             if min(n - 1, int(va[i] * n)) != min(n - 1, int(vb[i] * n)):
                 return True
     return False
+
+
+def same_look(a: Layers, b: Layers) -> bool:
+    """Whether two layer sets show the same pixels (the renderer shares a ``look`` token
+    between layers redrawn from other params that changed nothing on screen)."""
+    look = getattr(a, "look", None)
+    return a is b or (look is not None and look is getattr(b, "look", None))
 
 
 def smoothstep(x: float) -> float:
@@ -199,8 +206,8 @@ class FaceAnimator:
         self._cache: OrderedDict[tuple, np.ndarray | bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
-        self._yuv = None  # PyAV reformatter, made on first use
-        self._last: tuple[tuple | None, np.ndarray] | None = None  # (cache key, rgb) of the last frame
+        self._yuv: Any = None  # PyAV reformatter, made on first use
+        self._last: tuple[tuple | None, np.ndarray | None] | None = None  # (cache key, rgb) of the last frame
         self.faces_rasterised = 1
         self.cache_hits = 0
         self.cache_misses = 0
@@ -234,10 +241,11 @@ class FaceAnimator:
             return visibly_different(self._wanted[0], params)
 
     def set_face(self, params: FaceParams, version: int) -> bool:
-        """Prepare ``params`` and stage it to morph in; returns whether it was rasterised.
+        """Prepare ``params`` and stage it to morph in; returns whether a new picture was staged.
 
         Slow when the face visibly changes (call it off the event loop); a face no viewer
-        could tell apart only takes the new version number.
+        could tell apart only takes the new version number, and one whose layers come out
+        pixel for pixel the same (``same_look``) swaps in without a morph.
         """
         if not isinstance(params, FaceParams):
             raise TypeError(f"set_face expects FaceParams, got {type(params).__name__}")
@@ -253,9 +261,19 @@ class FaceAnimator:
                     return False
             face = self._make(params, version, size)
             with self._lock:
+                self.faces_rasterised += 1
+                target = self._staged if self._staged is not None else self._cur
+                if target.size == size and same_look(face.layers, target.layers):
+                    # other params, the very same pixels (a threshold not crossed): no morph, and
+                    # keeping the serial keeps the frames already cached for this picture
+                    kept = replace(target, layers=face.layers, params=params, version=version)
+                    if self._staged is not None:
+                        self._staged = kept
+                    else:
+                        self._cur = kept
+                    return False
                 resize = self._staged is not None and self._staged.resize
                 self._staged = replace(face, resize=resize)
-                self.faces_rasterised += 1
             return True
 
     def set_size(self, size: int) -> None:
@@ -324,17 +342,18 @@ class FaceAnimator:
         morph = smoothstep((t - self._morph_start) / MORPH_S) if prev is not None else 1.0
         if morph >= 1.0:
             self._prev = None  # the morph is over: let the old layers go
-        key = (cur.serial, mouth, blink, sway) if morph >= 1.0 else None
+        key: tuple | None = (cur.serial, mouth, blink, sway) if morph >= 1.0 else None
         image = self._cache.get(key + (fmt,)) if key is not None else None
-        cached = image is not None
-        if cached:
+        if image is not None and key is not None:
+            cached = True
             self._cache.move_to_end(key + (fmt,))
             self.cache_hits += 1
             self._last = (key, None)
         else:
+            cached = False
             self.cache_misses += 1
             rgb = cur.layers.compose(mouth, blink)
-            if morph < 1.0:
+            if prev is not None and morph < 1.0:
                 rgb = crossfade(prev.layers.compose(mouth, blink), rgb, morph)
             if sway:
                 rgb = _shift_rows(rgb, sway)
@@ -355,12 +374,15 @@ class FaceAnimator:
             if hit is not None:
                 return hit
             if rgb is None:
-                rgb = self._cache.get(key + ("rgb24",))
+                stored = self._cache.get(key + ("rgb24",))
+                rgb = stored if isinstance(stored, np.ndarray) else None
             if rgb is None:  # only another format was cached: recompose (rare)
                 serial, mouth, blink, sway = key
                 rgb = self._cur.layers.compose(mouth, blink)
                 rgb = _shift_rows(rgb, sway) if sway else rgb
                 rgb.setflags(write=False)
+        if rgb is None:  # a frame in a morph keeps its rgb (no key)
+            raise RuntimeError("the last frame's picture is gone")
         return self._convert(key, rgb, fmt)
 
     def _convert(self, key: tuple | None, rgb: np.ndarray, fmt: str) -> np.ndarray | bytes:

@@ -26,7 +26,7 @@ from .face import PARAM_INDEX, SPECS_BY_NAME
 #: The parameters the look owns; the decoder never derives them from the voice.
 LOOK_PARAMS = ("skin_tone", "hair_colour", "eye_colour", "freckles")
 #: Without a seed or a choice: the neutral face's colours.
-DEFAULT_LOOK = {"skin_tone": "beige", "hair_colour": "brown", "eye_colour": "brown", "freckles": 0.0}
+DEFAULT_LOOK: dict[str, str | float] = {"skin_tone": "beige", "hair_colour": "brown", "eye_colour": "brown", "freckles": 0.0}
 FRECKLE_SHARE = 0.15  # share of seeds that draw freckles
 MAX_SEED_CHARS = 200
 

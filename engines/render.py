@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from .choices import SIZES
 from .face import PARAM_NAMES, PARAM_SPECS, FaceParams
 from .render_face import ANIMATED, PART_INPUTS, PARTS, Affine, FaceModel
-from .render_scene import DESIGN, Scene, record, to_svg
+from .render_scene import DESIGN, Scene, draw_shapes, to_svg
 from .viseme import VISEMES
 
 if TYPE_CHECKING:
@@ -185,11 +188,18 @@ def _skia():
     return skia
 
 
-def _matrix(a: Affine | None, scale: float):
+def _info(w: int, h: int):
+    """Every raster here is Skia's native pixel format, premultiplied BGRA: Skia's fast blitters
+    (image blits, path fills) exist only for it; RGBA or unpremultiplied pixels go through its
+    general pipeline, 2.5-4x slower per pixel."""
     skia = _skia()
-    if a is None:
-        return skia.Matrix.Scale(scale, scale)
-    return skia.Matrix.MakeAll(a.a * scale, a.b * scale, a.c * scale, a.d * scale, a.e * scale, a.f * scale, 0, 0, 1)
+    return skia.ImageInfo.Make(w, h, skia.kBGRA_8888_ColorType, skia.kPremul_AlphaType)
+
+
+def _surface(array: np.ndarray):
+    """A Skia surface drawing into an (h, w, 4) uint8 array (``_info``'s format)."""
+    skia = _skia()
+    return skia.Surface(array, skia.kBGRA_8888_ColorType, skia.kPremul_AlphaType)
 
 
 def _map_box(b: tuple[float, float, float, float] | None, a: Affine | None):
@@ -200,14 +210,17 @@ def _map_box(b: tuple[float, float, float, float] | None, a: Affine | None):
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-def _px_box(box, size: int) -> tuple[int, int, int, int] | None:
+def _px_box(box, size: int, limit: int | None = None) -> tuple[int, int, int, int] | None:
+    """Design-space bounds -> the pixel box that holds them at ``size`` (1 px of margin for
+    anti-aliasing), clipped to a ``limit``-px square (the frame unless given)."""
     if box is None:
         return None
     s = size / DESIGN
+    limit = size if limit is None else limit
     x0 = max(0, int(math.floor(box[0] * s)) - 1)
     y0 = max(0, int(math.floor(box[1] * s)) - 1)
-    x1 = min(size, int(math.ceil(box[2] * s)) + 1)
-    y1 = min(size, int(math.ceil(box[3] * s)) + 1)
+    x1 = min(limit, int(math.ceil(box[2] * s)) + 1)
+    y1 = min(limit, int(math.ceil(box[3] * s)) + 1)
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1
@@ -225,189 +238,393 @@ def _overlap(a, b) -> bool:
     return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+T = TypeVar("T")
+
+
+def _present(x: T | None) -> T:
+    """``x``, which the caller knows is set (layers built with ``animated`` have crops)."""
+    if x is None:
+        raise ValueError("these layers were built without animated parts")
+    return x
+
+
+def _shift(b, dx: int, dy: int):
+    return None if b is None else (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)
+
+
+class _Image:
+    """A part (or one variant of an animated part) rasterised alone: a premultiplied image
+    and its pixel box (in the frame for static parts, around the part's origin for variants)."""
+
+    __slots__ = ("image", "box", "pixels")
+
+    def __init__(self, image, box: tuple[int, int, int, int], pixels: np.ndarray) -> None:
+        self.image, self.box = image, box
+        self.pixels = pixels  # the image's pixels (it reads them without a copy)
+
+
+def _raster(shapes: list, size: int, linear: Affine | None = None) -> _Image | None:
+    """The shapes drawn alone, anti-aliased, as an image; None when nothing shows.
+
+    Static parts (``linear`` None) are drawn onto a full-frame device in design coordinates.
+    An animated part's variant is drawn in its own frame (mapped by ``linear``, the rotation
+    or mirror of its placement) around the centre of a device half the frame's size, and its
+    box is relative to that origin: the frame places it at whole pixels, so one image serves
+    every face whose part sits anywhere. Every image of one kind is drawn onto the same
+    device, so its pixels depend only on its shapes (Skia's anti-aliasing depends on the
+    device clip a path is drawn under): an incremental redraw is exact by construction."""
+    if not shapes:
+        return None
+    skia = _skia()
+    s = size / DESIGN
+    extent = size if linear is None else size // 2
+    scratch = _scratch(extent)
+    surf = _surface(scratch)
+    c = surf.getCanvas()
+    c.clear(skia.Color4f(0, 0, 0, 0))
+    o = extent // 2
+    if linear is None:
+        c.scale(s, s)
+    else:
+        c.concat(skia.Matrix.MakeAll(linear.a * s, linear.b * s, o, linear.d * s, linear.e * s, o, 0, 0, 1))
+    box = draw_shapes(c, shapes)
+    del c, surf
+    if linear is not None:
+        box = _map_box(box, Affine(linear.a, linear.b, o / s, linear.d, linear.e, o / s))
+    px = _px_box(box, size, extent)
+    if px is None:
+        return None
+    x0, y0, x1, y1 = px
+    pixels = np.ascontiguousarray(scratch[y0:y1, x0:x1])
+    image = skia.Image.fromarray(pixels, skia.kBGRA_8888_ColorType, skia.kPremul_AlphaType, copy=False)
+    return _Image(image, px if linear is None else _shift(px, -o, -o), pixels)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(extent: int) -> np.ndarray:
+    """This thread's drawing buffer of one extent: a part is drawn there, then its box copied
+    out (a fresh Skia surface per part cost more than drawing a small part)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get(extent)
+    if buf is None:
+        buf = bufs[extent] = np.empty((extent, extent, 4), np.uint8)
+    return buf
+
+
+class _Variants:
+    """The images of one animated part's variants (mouth shapes; eyelid levels per eye) at one
+    size, each rasterised the first time it is drawn.
+
+    A refining face is redrawn every 0.5 s and shows only a few of its 11 mouth shapes in
+    that time, so drawing them all up front paid for shapes nobody saw. The set is keyed by
+    everything the shapes read (``FaceModel.mouth_key``/``eye_key``, the eyes' tilt) and
+    the size, and placed at whole pixels, so one set serves every face with an equal key —
+    a refinement that moves the head keeps every mouth shape and eyelid level it had."""
+
+    def __init__(self, model: FaceModel, name: str, size: int, linear: tuple[Affine, ...]) -> None:
+        self._draw = model.mouth_shapes if name == "mouth" else model.eye_shapes
+        self._size = size
+        self._linear = linear  # the mouth's, or each eye's (side -1, 1)
+        self._items: dict = {}
+        self.cpu_s = 0.0  # thread CPU time the rasters took (read by speech2face bench)
+        self.cpu_at_build: float | None = None  # ... of which while the first face using them was built
+
+    def get(self, variant) -> _Image | None:
+        """The image of ``(viseme, openness)`` or ``(blink, side)``."""
+        if variant in self._items:
+            return self._items[variant]
+        t = time.thread_time()
+        linear = self._linear[0] if len(self._linear) == 1 else self._linear[(variant[1] + 1) // 2]
+        # two threads may draw one variant at once: both make the same pixels
+        hit = self._items[variant] = _raster(self._draw(*variant), self._size, linear)
+        self.cpu_s += time.thread_time() - t
+        return hit
+
+
+_VARIANT_SETS: OrderedDict[tuple, _Variants] = OrderedDict()
+_VARIANT_SETS_MAX = 64
+_VARIANT_SETS_LOCK = threading.Lock()
+
+
+def _variants(model: FaceModel, name: str, key: tuple, size: int, linear: tuple[Affine, ...]) -> _Variants:
+    """The process-wide variant set of an animated part with this key at this size (an LRU)."""
+    k = (name, key, size, linear)
+    with _VARIANT_SETS_LOCK:
+        hit = _VARIANT_SETS.get(k)
+        if hit is not None:
+            _VARIANT_SETS.move_to_end(k)
+            return hit
+        hit = _VARIANT_SETS[k] = _Variants(model, name, size, linear)
+        while len(_VARIANT_SETS) > _VARIANT_SETS_MAX:
+            _VARIANT_SETS.popitem(last=False)
+        return hit
+
+
 @dataclass
 class _Part:
-    key: tuple
-    picture: object  # skia.Picture in the part's own frame
-    affine: Affine | None  # where the picture is placed (animated parts); None = design frame
-    box: tuple[float, float, float, float] | None  # design-space bounds once placed
+    key: tuple  # what the part's shapes read (static parts: their quantised params)
+    px: tuple[int, int, int, int] | None  # where its pixels may be in the frame (animated: the rest variant)
+    image: _Image | None = None  # static parts: the part alone
+    sig: tuple | None = None  # static parts: the shapes drawn (equal signatures draw equal pixels)
+    variants: _Variants | None = None  # animated parts
+    origins: tuple[tuple[int, int], ...] = ()  # animated parts: where each copy sits (the mouth; each eye)
 
 
-@dataclass
+def _signature(shapes: list) -> tuple:
+    """Everything a list of shapes draws, as one comparable tuple."""
+    return tuple(
+        (tuple(s.path.ops), s.fill, s.opacity, s.stroke, s.stroke_width, None if s.clip is None else tuple(s.clip.ops), s.evenodd)
+        for s in shapes
+    )
+
+
+def _variant_copies(part: _Part, name: str, variant=None):
+    """(image, frame x, frame y) of each copy of an animated part's variant (the rest by default)."""
+    if name == "mouth":
+        keys = [variant if variant is not None else ("rest", 0.0)]
+    else:
+        b = variant if variant is not None else 0.0
+        keys = [(b, -1), (b, 1)]
+    assert part.variants is not None
+    for key, (ox, oy) in zip(keys, part.origins):
+        img = part.variants.get(key)
+        if img is not None:
+            yield img, ox + img.box[0], oy + img.box[1]
+
+
+def _draw_part(canvas, part: _Part, name: str, variant=None) -> None:
+    """Blit a part (an animated part: one variant of it) at its place in the frame."""
+    if part.variants is not None:
+        for img, x, y in _variant_copies(part, name, variant):
+            canvas.drawImage(img.image, x, y)
+    elif part.image is not None:
+        canvas.drawImage(part.image.image, part.image.box[0], part.image.box[1])
+
+
 class _Animated:
-    """Pre-drawn crops of one animated part: the mouth shapes or the eyelid levels."""
+    """The crops of one animated part (the mouth shapes or the eyelid levels) in its pixel box.
 
-    box: tuple[int, int, int, int]
-    crops: dict  # variant -> (h, w, 3) uint8
+    A crop is the parts under the part, one variant of it, then the parts over it, all blits of
+    images already drawn. ``under`` and ``over`` are made once per face; each variant's crop
+    is composited the first time a frame shows it, so a redraw pays only for the rest crops.
+    """
+
+    def __init__(self, box: tuple[int, int, int, int], crops: dict | None = None, source: tuple | None = None) -> None:
+        self.box = box
+        self.crops: dict = dict(crops or {})  # variant -> (h, w, 3) uint8, filled as they are used
+        self._source = source  # (under BGRA array, over image or None, part, name)
+        self.composited = 0  # crops composited so far
+        self.cpu_s = 0.0  # thread CPU time they took (read by speech2face bench)
+        self.cpu_at_build: float | None = None  # ... of which while the face was built (the rest crop)
+
+    def get(self, variant) -> np.ndarray:
+        hit = self.crops.get(variant)
+        if hit is None:
+            # two threads may composite one variant at once: both make the same pixels
+            hit = self.crops[variant] = self._composite(variant)
+        return hit
+
+    def _composite(self, variant) -> np.ndarray:
+        if self._source is None:
+            raise KeyError(variant)
+        under, over, part, name = self._source
+        t = time.thread_time()
+        nested = part.variants.cpu_s  # variant rasters are counted by their set
+        out = under.copy()
+        surf = _surface(out)
+        c = surf.getCanvas()
+        c.translate(-self.box[0], -self.box[1])
+        _draw_part(c, part, name, variant)
+        c.resetMatrix()
+        if over is not None:
+            c.drawImage(over, 0, 0)
+        del c, surf
+        crop = _rgb(out)
+        self.composited += 1
+        self.cpu_s += time.thread_time() - t - (part.variants.cpu_s - nested)
+        return crop
 
 
 @dataclass
 class FaceLayers:
     """One face's cached rasters at one size: the rest frame, the mouth and eye crops, and the
-    per-part pictures a later refinement reuses (``build(..., previous=self)``)."""
+    per-part images a later refinement reuses (``build(..., previous=self)``)."""
 
     size: int
     shown: FaceParams  # the quantised face actually drawn
     background: tuple[int, int, int]
     parts: dict[str, _Part]
-    rgba: np.ndarray  # (S, S, 4) working buffer of the rest frame
+    rgba: np.ndarray  # (S, S, 4) the static parts composited (opaque BGRA, ``_info``)
     base: np.ndarray  # (S, S, 3) uint8 rest frame (mouth closed, eyes open)
     mouth: _Animated | None = None
     eyes: _Animated | None = None
     stats: dict = field(default_factory=dict)
+    look: object = field(default_factory=object)  # shared by layers that show the very same pixels
 
     # -- building ---------------------------------------------------------------------
     @classmethod
     def build(cls, params: FaceParams, size: int, previous: "FaceLayers | None" = None, animated: bool = True) -> "FaceLayers":
         """Draw a face, reusing whatever ``previous`` (the face on screen) already drew.
 
-        Returns ``previous`` itself when nothing visible changed. Never modifies ``previous``.
+        Returns ``previous`` itself when nothing visible changed; layers that draw the same
+        pixels as ``previous`` from other params share its ``look`` (and its rasters). Never
+        modifies ``previous``.
         """
         size = _check_size(size)
-        if previous is not None and previous.size != size:
+        if previous is not None and (previous.size != size or (animated and previous.mouth is None)):
             previous = None
         shown = quantize(params, previous.shown if previous is not None else None)
-        if (
-            previous is not None
-            and np.array_equal(shown.vector, previous.shown.vector)
-            and (previous.mouth is not None or not animated)
-        ):
+        if previous is not None and np.array_equal(shown.vector, previous.shown.vector):
             return previous  # nothing visible changed (layers are read-only: sharing is safe)
         model = FaceModel(shown)
-        bg = tuple(int(round(c * 255)) for c in model.pal.bg)
+        r, g, b = (int(round(c * 255)) for c in model.pal.bg)
+        bg = (r, g, b)
+        s = size / DESIGN
         parts: dict[str, _Part] = {}
-        changed: list[str] = []
+        changed: list[str] = []  # parts whose pixels changed
+        rebuilt = 0  # static parts whose shapes were built again
+        vec = shown.vector
         for name in PARTS:
-            if name == "mouth":
-                key = model.mouth_key()
-            elif name == "eyes":
-                key = model.eye_key()
-            else:
-                key = tuple(float(shown.vector[_INDEX[n]]) for n in PART_INPUTS[name])
             old = previous.parts.get(name) if previous is not None else None
             if name in ANIMATED:
-                affines = [model.mouth_affine()] if name == "mouth" else [model.eye_affine(-1), model.eye_affine(1)]
-                if old is not None and old.key == key:
-                    pics = old.picture
+                placed: tuple[Affine, ...]
+                if name == "mouth":
+                    key, placed = model.mouth_key(), (model.mouth_affine(),)
                 else:
-                    pics = _animated_pictures(model, name)
-                    changed.append(name)
-                box = None
-                for i, a in enumerate(affines):
-                    rest = pics[("rest", 0.0)] if name == "mouth" else pics[(0.0, (-1, 1)[i])]
-                    box = _union(box, _map_box(rest[1], a))
-                part = _Part(key, pics, affines[0] if name == "mouth" else tuple(affines), box)
-                if old is not None and old.key == key and old.affine != part.affine:
-                    changed.append(name)
-            elif old is not None and old.key == key:
-                part = old
-            else:
-                pic, box = record(model.part_shapes(name))
-                part = _Part(key, pic, None, box)
+                    key, placed = model.eye_key(), (model.eye_affine(-1), model.eye_affine(1))
+                linear = tuple(Affine(a.a, a.b, 0.0, a.d, a.e, 0.0) for a in placed)
+                origins = tuple((int(round(a.c * s)), int(round(a.f * s))) for a in placed)
+                if old is not None and old.key == (key, linear) and old.origins == origins:
+                    parts[name] = old
+                    continue
+                variants = (
+                    old.variants if old is not None and old.key == (key, linear) else _variants(model, name, key, size, linear)
+                )
+                part = _Part((key, linear), None, variants=variants, origins=origins)
+                for img, x, y in _variant_copies(part, name):
+                    part.px = _union(part.px, (x, y, x + img.box[2] - img.box[0], y + img.box[3] - img.box[1]))
+                parts[name] = part
                 changed.append(name)
-            parts[name] = part
+                continue
+            key = tuple(float(vec[_INDEX[n]]) for n in PART_INPUTS[name])
+            if old is not None and old.key == key:
+                parts[name] = old
+                continue
+            shapes = model.part_shapes(name)
+            rebuilt += 1
+            sig = _signature(shapes)
+            if old is not None and old.sig == sig:
+                parts[name] = replace(old, key=key)  # new inputs, the same drawing (e.g. a threshold not crossed)
+                continue
+            image = _raster(shapes, size)
+            parts[name] = _Part(key, None if image is None else image.box, image=image, sig=sig)
+            changed.append(name)
 
+        # the static parts composited: only where a changed part was or is (blits are exact per pixel)
         skia = _skia()
-        scale = size / DESIGN
-        band = size // BANDS
         if previous is None or bg != previous.background:
-            rows = list(range(BANDS))
+            dirty = (0, 0, size, size)
             rgba = np.empty((size, size, 4), np.uint8)
         else:
-            rows = set()
+            dirty = None
             for name in changed:
-                for box in (_px_box(parts[name].box, size), _px_box(previous.parts[name].box, size)):
-                    if box is not None:
-                        rows.update(range(box[1] // band, min(BANDS, (box[3] - 1) // band + 1)))
-            rows = sorted(rows)
-            rgba = previous.rgba.copy()
-        if rows:
-            surf = skia.Surface(rgba)
+                if name not in ANIMATED:
+                    dirty = _union(dirty, _union(parts[name].px, previous.parts[name].px))
+            rgba = previous.rgba
+        if dirty is not None:
+            rgba = rgba.copy()
+            surf = _surface(rgba)
             canvas = surf.getCanvas()
-            boxes = {name: _px_box(parts[name].box, size) for name in PARTS}
-            for r in rows:
-                # a fixed band grid: a band redrawn later is drawn under the same clip as in a full redraw
-                y0, y1 = r * band, (r + 1) * band
-                canvas.save()
-                canvas.clipRect(skia.Rect.MakeLTRB(0, y0, size, y1))
-                canvas.clear(skia.Color(*bg))
-                for name in PARTS:
-                    b = boxes[name]
-                    if b is not None and b[1] < y1 and b[3] > y0:
-                        _draw_part(canvas, parts[name], name, scale)
-                canvas.restore()
+            canvas.clipRect(skia.Rect.MakeLTRB(*dirty))
+            canvas.clear(skia.Color(*bg))
+            for name in PARTS:
+                part = parts[name]
+                if name not in ANIMATED and _overlap(part.px, dirty):
+                    _draw_part(canvas, part, name)
             del canvas, surf
-        layers = cls(size, shown, bg, parts, rgba, np.ascontiguousarray(rgba[:, :, :3]))
+        same = previous is not None and not changed
+        layers = cls(size, shown, bg, parts, rgba, previous.base if previous is not None and same else _rgb(rgba))
         crops = 0
-        if animated:
+        if previous is not None and same:
+            layers.mouth, layers.eyes, layers.look = previous.mouth, previous.eyes, previous.look
+        elif animated:
             for name in ANIMATED:
-                box = _px_box(model.mouth_box() if name == "mouth" else model.eye_box(), size)
+                # the crop box holds every variant, and the whole rest variant (the frame shows only crops of it)
+                box = _union(_px_box(model.mouth_box() if name == "mouth" else model.eye_box(), size), parts[name].px)
                 old_anim = None if previous is None else (previous.mouth if name == "mouth" else previous.eyes)
                 touched = previous is None or any(
-                    _overlap(box, _px_box(parts[c].box, size)) or _overlap(box, _px_box(previous.parts[c].box, size))
-                    for c in changed
+                    _overlap(box, parts[c].px) or _overlap(box, previous.parts[c].px) for c in changed
                 )
-                if old_anim is not None and old_anim.box == box and not touched and bg == previous.background:
+                if (
+                    previous is not None
+                    and old_anim is not None
+                    and old_anim.box == box
+                    and not touched
+                    and bg == previous.background
+                ):
                     anim = old_anim
                 else:
-                    anim = layers._composite_crops(name, box)
-                    crops += len(anim.crops)
+                    anim = layers._animated(name, box)
+                    crops += 1
                 setattr(layers, name, anim)
-            # the rest crops are the frame's own pixels: keep the frame and crops one picture
-            for anim in (layers.mouth, layers.eyes):
+            # the rest crops are the frame's own pixels
+            for made, rest in ((layers.mouth, ("rest", 0.0)), (layers.eyes, 0.0)):
+                anim = _present(made)
                 x0, y0, x1, y1 = anim.box
-                rest = anim.crops[("rest", 0.0)] if anim is layers.mouth else anim.crops[0.0]
-                layers.base[y0:y1, x0:x1] = rest
-        layers.stats = {"parts_redrawn": len(set(changed)), "bands_redrawn": len(rows), "crops_redrawn": crops}
+                layers.base[y0:y1, x0:x1] = anim.get(rest)
+                if anim.cpu_at_build is None:
+                    anim.cpu_at_build = anim.cpu_s
+            for name in ANIMATED:
+                variants = _present(parts[name].variants)
+                if variants.cpu_at_build is None:
+                    variants.cpu_at_build = variants.cpu_s
+        layers.stats = {
+            "parts_rebuilt": rebuilt,
+            "parts_redrawn": len(changed),
+            "pixels_composited": 0 if dirty is None else (dirty[2] - dirty[0]) * (dirty[3] - dirty[1]),
+            "crops_redrawn": crops,
+        }
         return layers
 
-    def _composite_crops(self, name: str, box: tuple[int, int, int, int]) -> _Animated:
-        """Crops of an animated part: the parts under it, each variant, the parts over it."""
+    def _animated(self, name: str, box: tuple[int, int, int, int]) -> _Animated:
+        """An animated part's crop source: the parts under it and over it, composited in its box."""
         skia = _skia()
-        scale = self.size / DESIGN
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
         i = PARTS.index(name)
         under = np.empty((h, w, 4), np.uint8)
-        surf = skia.Surface(under)
+        surf = _surface(under)
         c = surf.getCanvas()
         c.clear(skia.Color(*self.background))
         c.translate(-x0, -y0)
         for p in PARTS[:i]:
-            _draw_part(c, self.parts[p], p, scale)
+            if _overlap(self.parts[p].px, box):
+                _draw_part(c, self.parts[p], p)
         del c, surf
-        over_s = skia.Surface.MakeRaster(skia.ImageInfo.Make(w, h, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType))
-        c = over_s.getCanvas()
-        c.clear(skia.Color4f(0, 0, 0, 0))
-        c.translate(-x0, -y0)
-        for p in PARTS[i + 1 :]:
-            _draw_part(c, self.parts[p], p, scale)
-        over = over_s.makeImageSnapshot()
-        del c
-        part = self.parts[name]
-        variants = _MOUTH_VARIANTS if name == "mouth" else _BLINKS
-        crops = {}
-        out = np.empty((h, w, 4), np.uint8)
-        surf = skia.Surface(out)
-        c = surf.getCanvas()
-        for var in variants:
-            out[:] = under
-            c.save()
+        over = None
+        above = [p for p in PARTS[i + 1 :] if _overlap(self.parts[p].px, box)]
+        if above:
+            over_s = skia.Surface.MakeRaster(_info(w, h))
+            c = over_s.getCanvas()
+            c.clear(skia.Color4f(0, 0, 0, 0))
             c.translate(-x0, -y0)
-            _draw_part(c, part, name, scale, var)
-            c.restore()
-            c.drawImage(over, 0, 0)
-            crops[var] = np.ascontiguousarray(out[:, :, :3])
-        del c, surf
-        return _Animated(box, crops)
+            for p in above:
+                _draw_part(c, self.parts[p], p)
+            over = over_s.makeImageSnapshot()
+            del c
+        return _Animated(box, source=(under, over, self.parts[name], name))
 
     # -- reading ----------------------------------------------------------------------
     def crop(self, kind: str, variant, box: tuple[int, int, int, int]) -> np.ndarray:
         """A variant of one animated part, seen through an arbitrary (larger) box."""
-        anim = self.mouth if kind == "mouth" else self.eyes
+        anim = _present(self.mouth if kind == "mouth" else self.eyes)
         full = self.base.copy()
         x0, y0, x1, y1 = anim.box
-        full[y0:y1, x0:x1] = anim.crops[variant]
+        full[y0:y1, x0:x1] = anim.get(variant)
         return full[box[1] : box[3], box[0] : box[2]]
 
     @classmethod
@@ -415,8 +632,8 @@ class FaceLayers:
         """The cross-fade of two faces frozen at ``t``, as a layer set of its own."""
         w = int(round(t * 256))
         base = _mix(a.base, b.base, w)
-        mb = _union(a.mouth.box, b.mouth.box)
-        eb = _union(a.eyes.box, b.eyes.box)
+        mb = _union(_present(a.mouth).box, _present(b.mouth).box)
+        eb = _union(_present(a.eyes).box, _present(b.eyes).box)
         if _overlap(mb, eb):
             return b
         mouth = _Animated(mb, {v: _mix(a.crop("mouth", v, mb), b.crop("mouth", v, mb), w) for v in _MOUTH_VARIANTS})
@@ -427,11 +644,11 @@ class FaceLayers:
         out = self.base.copy()
         m = self._mouth_crop(mouth, viseme)
         if m is not None:
-            x0, y0, x1, y1 = self.mouth.box
+            x0, y0, x1, y1 = _present(self.mouth).box
             out[y0:y1, x0:x1] = m
-        e = _level([self.eyes.crops[b] for b in _BLINKS], blink)
+        e = _level(_present(self.eyes).get, _BLINKS, blink)
         if e is not None:
-            x0, y0, x1, y1 = self.eyes.box
+            x0, y0, x1, y1 = _present(self.eyes).box
             out[y0:y1, x0:x1] = e
         return out
 
@@ -467,15 +684,13 @@ class FaceLayers:
         return self._viseme_crop(shape, openness)
 
     def _viseme_crop(self, v: str, openness: float) -> np.ndarray | None:
-        c = self.mouth.crops
-        rest = c[("rest", 0.0)]
         if v == "rest":
             return None
         if v == "F":
             f = min(1.0, max(0.0, openness) / F_FULL_AT)
-            return _level([rest, c[("F", 1.0)]], f)
-        stack = [rest] + [c[(v, i / (MOUTH_LEVELS - 1))] for i in range(1, MOUTH_LEVELS)]
-        return _level(stack, openness)
+            return _level(_present(self.mouth).get, [("rest", 0.0), ("F", 1.0)], f)
+        levels = [("rest", 0.0)] + [(v, i / (MOUTH_LEVELS - 1)) for i in range(1, MOUTH_LEVELS)]
+        return _level(_present(self.mouth).get, levels, openness)
 
 
 def crossfade(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -506,34 +721,6 @@ def _viseme_weights(viseme) -> dict[str, float]:
     return out or {"rest": 1.0}
 
 
-def _animated_pictures(model: FaceModel, name: str) -> dict:
-    """Pictures (with their local bounds) of every variant of the mouth or of each eye.
-
-    These may use anti-aliased clips: their pixels in the frame always come from their crop
-    box, composited the same way on every redraw, never from a band redraw."""
-    out = {}
-    if name == "mouth":
-        for v, o in _MOUTH_VARIANTS:
-            out[(v, o)] = record(model.mouth_shapes(v, o), exact_clips=False)
-    else:
-        for b in _BLINKS:
-            for side in (-1, 1):
-                out[(b, side)] = record(model.eye_shapes(b, side), exact_clips=False)
-    return out
-
-
-def _draw_part(canvas, part: _Part, name: str, scale: float, variant=None) -> None:
-    if name == "mouth":
-        pic = part.picture[variant if variant is not None else ("rest", 0.0)][0]
-        canvas.drawPicture(pic, _matrix(part.affine, scale))
-    elif name == "eyes":
-        b = variant if variant is not None else 0.0
-        for side, a in zip((-1, 1), part.affine):
-            canvas.drawPicture(part.picture[(b, side)][0], _matrix(a, scale))
-    else:
-        canvas.drawPicture(part.picture, _matrix(None, scale))
-
-
 def _mix(a: np.ndarray, b: np.ndarray, w: int, scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Integer lerp with weight w/256; exact at both ends so morph 0/1 reproduce a face.
 
@@ -557,21 +744,31 @@ def _mix(a: np.ndarray, b: np.ndarray, w: int, scratch: tuple[np.ndarray, np.nda
     return acc.astype(np.uint8)
 
 
-def _level(stack: list[np.ndarray], x: float) -> np.ndarray | None:
-    """Blend of the two pre-drawn levels around x in [0, 1]; None means 'at rest' (level 0)."""
-    n = len(stack)
+def _rgb(bgra: np.ndarray) -> np.ndarray:
+    """The colour channels of an opaque BGRA raster as a fresh C-contiguous RGB array. One
+    plane at a time: numpy copies a 3-of-4-bytes slice element by element (7x slower)."""
+    out = np.empty(bgra.shape[:2] + (3,), np.uint8)
+    for c in range(3):
+        out[:, :, c] = bgra[:, :, 2 - c]
+    return out
+
+
+def _level(get: Callable[[object], np.ndarray], levels: Sequence, x: float) -> np.ndarray | None:
+    """Blend of the two pre-drawn levels around x in [0, 1] (``get(levels[i])`` is level i);
+    None means 'at rest' (level 0). Only the levels used are asked for."""
+    n = len(levels)
     f = min(max(x, 0.0), 1.0) * (n - 1)
     i = int(f)
     w = int(round((f - i) * 256))
     if i >= n - 1:
-        return stack[n - 1]
+        return get(levels[n - 1])
     if i == 0 and w == 0:
         return None
     if w == 0:
-        return stack[i]
+        return get(levels[i])
     if w == 256:
-        return stack[i + 1]
-    return _mix(stack[i], stack[i + 1], w)
+        return get(levels[i + 1])
+    return _mix(get(levels[i]), get(levels[i + 1]), w)
 
 
 class AvatarRenderer:
@@ -642,12 +839,11 @@ def part_alpha(params: FaceParams, names: tuple[str, ...], size: int = 256) -> n
     """(size, size) uint8 coverage of the named parts drawn alone (masks for tests and docs)."""
     size = _check_size(size)
     layers = FaceLayers.build(params, size, animated=False)
-    skia = _skia()
     out = np.zeros((size, size, 4), np.uint8)
-    surf = skia.Surface(out)
+    surf = _surface(out)
     c = surf.getCanvas()
     for n in names:
-        _draw_part(c, layers.parts[n], n, size / DESIGN)
+        _draw_part(c, layers.parts[n], n)
     del c, surf
     return out[:, :, 3].copy()
 

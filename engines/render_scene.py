@@ -58,8 +58,14 @@ class Path:
         return self
 
     # -- transforms -------------------------------------------------------------------
+    # Each transform is its own loop over the coordinates (no function call per point): the
+    # art builds hundreds of transformed paths per face, and a refinement rebuilds them.
     def map(self, fn) -> "Path":
-        """Apply ``fn(x, y) -> (x, y)`` to every coordinate (affine fns keep curves exact)."""
+        """Apply ``fn(x, y) -> (x, y)`` to every coordinate (affine fns keep curves exact).
+
+        An ``Affine`` (anything with ``a``..``f``) is applied as ``a x + b y + c, d x + e y + f``."""
+        if all(hasattr(fn, k) for k in "abcdef"):
+            return self._affine(fn.a, fn.b, fn.c, fn.d, fn.e, fn.f)
         out: list[tuple] = []
         for op in self.ops:
             if op[0] == "Z":
@@ -71,14 +77,51 @@ class Path:
             out.append((op[0], *vals))
         return Path(out)
 
+    def _affine(self, a: float, b: float, c: float, d: float, e: float, f: float) -> "Path":
+        out: list[tuple] = []
+        for op in self.ops:
+            if len(op) == 1:
+                out.append(op)
+                continue
+            v = op[1:]
+            out.append(
+                (op[0], *[x for i in range(0, len(v), 2) for x in (a * v[i] + b * v[i + 1] + c, d * v[i] + e * v[i + 1] + f)])
+            )
+        return Path(out)
+
     def translated(self, dx: float, dy: float) -> "Path":
-        return self.map(lambda x, y: (x + dx, y + dy))
+        out: list[tuple] = []
+        for op in self.ops:
+            n = len(op)
+            if n == 3:
+                out.append((op[0], op[1] + dx, op[2] + dy))
+            elif n == 7:
+                out.append((op[0], op[1] + dx, op[2] + dy, op[3] + dx, op[4] + dy, op[5] + dx, op[6] + dy))
+            elif n == 5:
+                out.append((op[0], op[1] + dx, op[2] + dy, op[3] + dx, op[4] + dy))
+            else:
+                out.append(op)
+        return Path(out)
 
     def scaled(self, sx: float, sy: float, cx: float, cy: float) -> "Path":
-        return self.map(lambda x, y: (cx + (x - cx) * sx, cy + (y - cy) * sy))
+        out: list[tuple] = []
+        for op in self.ops:
+            if len(op) == 1:
+                out.append(op)
+                continue
+            v = op[1:]
+            out.append((op[0], *[x for i in range(0, len(v), 2) for x in (cx + (v[i] - cx) * sx, cy + (v[i + 1] - cy) * sy)]))
+        return Path(out)
 
     def mirrored(self, cx: float) -> "Path":
-        return self.map(lambda x, y: (2 * cx - x, y))
+        out: list[tuple] = []
+        for op in self.ops:
+            if len(op) == 1:
+                out.append(op)
+                continue
+            v = op[1:]
+            out.append((op[0], *[x for i in range(0, len(v), 2) for x in (2 * cx - v[i], v[i + 1])]))
+        return Path(out)
 
     # -- output -----------------------------------------------------------------------
     def svg(self) -> str:
@@ -173,17 +216,14 @@ def spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, path: P
 
 def sample_spline(pts: Sequence[Pt], closed: bool = True, tension: float = 1.0, per_seg: int = 16) -> np.ndarray:
     """Points along the same curve ``spline`` draws, for geometric queries (widths, offsets)."""
-    out = []
-    start = pts[0]
-    ts = np.linspace(0.0, 1.0, per_seg, endpoint=False)
-    for c1, c2, e in _cr_segments(pts, closed, tension):
-        a, b, c, d = (np.array(start), np.array(c1), np.array(c2), np.array(e))
-        mt = 1 - ts[:, None]
-        t = ts[:, None]
-        out.append(mt**3 * a + 3 * mt**2 * t * b + 3 * mt * t**2 * c + t**3 * d)
-        start = e
-    out.append(np.array([start]))
-    return np.concatenate(out, axis=0)
+    segs = _cr_segments(pts, closed, tension)
+    ctrl = np.array([(c1, c2, e) for c1, c2, e in segs], dtype=np.float64)  # (n, 3, 2)
+    a = np.concatenate([np.array([pts[0]], dtype=np.float64), ctrl[:-1, 2]])[:, None, :]
+    b, c, d = ctrl[:, None, 0], ctrl[:, None, 1], ctrl[:, None, 2]
+    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[None, :, None]
+    mt = 1 - t
+    out = mt**3 * a + 3 * mt**2 * t * b + 3 * mt * t**2 * c + t**3 * d  # (n, per_seg, 2)
+    return np.concatenate([out.reshape(-1, 2), ctrl[-1:, 2]], axis=0)
 
 
 # -- scene ----------------------------------------------------------------------------
@@ -312,71 +352,89 @@ def _skia_path(p: Path, evenodd: bool = False):
     return sp
 
 
-def draw_shapes(canvas, shapes: Iterable[Shape], exact_clips: bool = True) -> tuple[float, float, float, float] | None:
+_PAINTS: dict[tuple, object] = {}
+
+
+def _paint(colour: RGB, opacity: float, width: float = 0.0):
+    """A shared anti-aliased fill (``width`` 0) or round stroke paint; paints are never mutated
+    once made (a canvas copies the paint it draws with), so one per colour serves every caller."""
+    key = (colour, opacity, width)
+    p = _PAINTS.get(key)
+    if p is None:
+        skia = _skia()
+        p = skia.Paint(AntiAlias=True)
+        if width > 0:
+            p.setStyle(skia.Paint.kStroke_Style)
+            p.setStrokeWidth(width)
+            p.setStrokeCap(skia.Paint.kRound_Cap)
+            p.setStrokeJoin(skia.Paint.kRound_Join)
+        p.setColor4f(skia.Color4f(*colour, opacity))
+        if len(_PAINTS) > 4096:
+            _PAINTS.clear()
+        _PAINTS[key] = p
+    return p
+
+
+def draw_shapes(canvas, shapes: Iterable[Shape]) -> tuple[float, float, float, float] | None:
     """Paint shapes in design units onto a Skia canvas (the caller sets the transform).
 
-    With ``exact_clips`` a clipped shape is drawn as the geometric intersection of its path
-    (or its stroke's outline) and the clip (Skia PathOps) rather than through an
-    anti-aliased clip, whose mask would depend on the device clip it is drawn under: what
-    is redrawn band by band must not depend on the band. Returns the design-space bounds of
-    what was painted (conservative), for dirty-rectangle bookkeeping.
+    Clips are anti-aliased clip paths; shapes in a row under the same clip share one clip, so
+    Skia builds its coverage mask once for all of them (a hair mass and its strands). Returns
+    the design-space bounds of what was painted (conservative), for dirty-rectangle bookkeeping.
     """
     skia = _skia()
     box = skia.Rect.MakeEmpty()
     pad = 1.0
+    made: dict[int, object] = {}  # a Path used twice (a shape and another's clip) is converted once
+
+    def conv(p: Path, evenodd: bool = False):
+        key = id(p) * 2 + evenodd
+        sp = made.get(key)
+        if sp is None:
+            sp = made[key] = _skia_path(p, evenodd)
+        return sp
+
+    open_clip = None  # the clip path in force (shapes in a row with the same clip share it)
     for s in shapes:
-        sp = _skia_path(s.path, s.evenodd)
-        clip = _skia_path(s.clip) if s.clip is not None else None
-        stroke = None
-        if s.stroke is not None and s.stroke_width > 0:
-            stroke = skia.Paint(
-                AntiAlias=True,
-                Style=skia.Paint.kStroke_Style,
-                StrokeWidth=s.stroke_width,
-                StrokeCap=skia.Paint.kRound_Cap,
-                StrokeJoin=skia.Paint.kRound_Join,
-            )
-            stroke.setColor4f(skia.Color4f(*s.stroke, s.opacity))
-        soft_clip = clip is not None and not exact_clips
-        if soft_clip:
-            canvas.save()
-            canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
-        if s.fill is not None:
-            paint = skia.Paint(AntiAlias=True)
-            paint.setColor4f(skia.Color4f(*s.fill, s.opacity))
-            fill = sp if clip is None or soft_clip else skia.Op(sp, clip, skia.kIntersect_PathOp)
-            canvas.drawPath(fill, paint)
-            box.join(fill.getBounds())
-        if stroke is not None:
-            if clip is None or soft_clip:
-                canvas.drawPath(sp, stroke)
-                box.join(sp.getBounds())
-                pad = max(pad, s.stroke_width / 2 + 1.0)
-            else:
-                outline = skia.Path()
-                stroke.getFillPath(sp, outline, None, 4.0)
-                fill = skia.Paint(AntiAlias=True)
-                fill.setColor4f(skia.Color4f(*s.stroke, s.opacity))
-                cut = skia.Op(outline, clip, skia.kIntersect_PathOp)
-                canvas.drawPath(cut, fill)
-                box.join(cut.getBounds())
-        if soft_clip:
+        sp = conv(s.path, s.evenodd)
+        clip = conv(s.clip) if s.clip is not None else None
+        stroke = s.stroke is not None and s.stroke_width > 0
+        if open_clip is not None and open_clip is not clip:
             canvas.restore()
+            open_clip = None
+        bounds = sp.getBounds()
+        if stroke:
+            bounds.outset(s.stroke_width / 2 + 1.0, s.stroke_width / 2 + 1.0)
+        if clip is not None:
+            if not bounds.intersect(clip.getBounds()):
+                continue
+            if open_clip is None:
+                canvas.save()
+                canvas.clipPath(clip, skia.ClipOp.kIntersect, True)
+                open_clip = clip
+        if s.fill is not None:
+            canvas.drawPath(sp, _paint(s.fill, s.opacity))
+        if s.stroke is not None and stroke:
+            canvas.drawPath(sp, _paint(s.stroke, s.opacity, s.stroke_width))
+        box.join(bounds)
+    if open_clip is not None:
+        canvas.restore()
     if box.isEmpty():
         return None
     return (box.left() - pad, box.top() - pad, box.right() + pad, box.bottom() + pad)
 
 
-def record(shapes: Sequence[Shape], exact_clips: bool = True):
+def record(shapes: Sequence[Shape]):
     """A Skia picture of the shapes in design units, and the bounds of what it paints.
 
     Replaying a picture draws exactly what drawing the shapes would (same commands), without
-    the Python cost of building the paths again; the renderer caches one per part.
+    the Python cost of building the paths again; the renderer caches one per mouth shape and
+    eyelid level.
     """
     skia = _skia()
     rec = skia.PictureRecorder()
     canvas = rec.beginRecording(skia.Rect.MakeWH(DESIGN, DESIGN))
-    box = draw_shapes(canvas, shapes, exact_clips)
+    box = draw_shapes(canvas, shapes)
     return rec.finishRecordingAsPicture(), box
 
 
@@ -394,6 +452,6 @@ def rasterize(scene: Scene, size: int, box: tuple[int, int, int, int] | None = N
     canvas.clear(skia.Color(*(int(round(v * 255)) for v in scene.background)))
     canvas.translate(-x0, -y0)
     canvas.scale(size / DESIGN, size / DESIGN)
-    draw_shapes(canvas, scene.shapes, exact_clips=False)
+    draw_shapes(canvas, scene.shapes)
     del canvas, surf
     return np.ascontiguousarray(out[:, :, :3])

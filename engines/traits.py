@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,9 @@ class TraitConstants:
     child_f0_st: float = 29.2
 
     def save(self, path: Path = TRAITS_PATH) -> None:
-        np.savez(
-            path,
-            probe=self.probe.astype(np.float32),
-            **{k: np.float32(getattr(self, k)) for k in SCALARS},
-        )
+        arrays: dict[str, Any] = {"probe": self.probe.astype(np.float32)}
+        arrays.update({k: np.float32(getattr(self, k)) for k in SCALARS})
+        np.savez(path, **arrays)
 
 
 def load_traits(path: Path = TRAITS_PATH) -> TraitConstants:

@@ -6,9 +6,15 @@
 #   bash scripts/sysdeps.sh                       install what is missing
 #   bash scripts/sysdeps.sh --nonfree-sources DIR print the contrib/non-free entries that would be
 #                                                 added for the apt configuration in DIR (a copy of /etc/apt)
+#   bash scripts/sysdeps.sh run                   only what `make run` needs for rooms (Janus, and a C
+#                                                 compiler for its loopback shim); never fails: 1:1 calls
+#                                                 work without them
 set -euo pipefail
+# rooms: Janus 1.1.2 (VideoRoom) and gcc + libc headers for server/janus_loopback.c
+RUN_PKGS=(janus gcc libc6-dev)
+# docker-compose: tests/test_rooms_units.py validates docker-compose.yml with `docker-compose config`
 PKGS=(espeak-ng sox libsox-fmt-all mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 mbrola-de2 mbrola-fr1 mbrola-fr4
-  chromium firefox-esr pulseaudio fonts-dejavu-core ffmpeg)
+  chromium firefox-esr pulseaudio fonts-dejavu-core ffmpeg docker-compose "${RUN_PKGS[@]}")
 OURS=s2f-contrib-non-free
 
 # The entries to add, from the deb822 (*.sources) and one-line (*.list) sources under $1 whose
@@ -66,15 +72,28 @@ if [ "${1:-}" = "--nonfree-sources" ]; then
   exit 0
 fi
 
+mode=test
+if [ "${1:-}" = "run" ]; then
+  mode=run
+  PKGS=("${RUN_PKGS[@]}")
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # node + npm drive Firefox (puppeteer-core, tests/browser/); any existing install will do
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+if [ "$mode" = test ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && { echo "system packages: all present"; exit 0; }
 if [ "$(id -u)" != "0" ]; then
+  if [ "$mode" = run ]; then
+    echo "rooms (calls with other people) need: ${missing[*]} — install them with: sudo bash scripts/sysdeps.sh run" >&2
+    echo "starting without them: the 1:1 page works, /r/<room> pages say rooms are unavailable" >&2
+    exit 0
+  fi
   echo "missing system packages: ${missing[*]} — run this as root (sudo bash scripts/sysdeps.sh)" >&2
   exit 1
 fi

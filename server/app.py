@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from engines.animator import LayerFactory
 
-from . import ice, tts, vp8
+from . import ice, rooms, tts, vp8
 from .body import loads_strict, read_json
 from .call import Call
 from .config import SIZES, ServerConfig
@@ -160,9 +160,16 @@ async def healthz(request: web.Request) -> web.Response:
         "uptime_s": round(time.time() - state.started_at, 1),
         "oneshot_worker": "ready" if state.oneshot.ready else "starting",  # uploads wait for it until ready
     }
+    room_health = rooms.health(request.app)
+    if ready and room_health.pop("degraded", False):
+        body["status"] = "degraded"  # 1:1 calls work; rooms wait for Janus to come back
+    body.update(room_health)
     if state.group is not None:  # which worker answered, and every worker's calls
         body["worker"] = {"index": state.group.index, "sessions": len(state.calls) + len(state.assistants)}
-        body["workers"] = [{"index": i, "sessions": n} for i, n in enumerate(state.admission.loads())]
+        body["workers"] = [
+            {"index": i, "sessions": n, "ready": i == state.group.index or state.group.socket_path(i).exists()}
+            for i, n in enumerate(state.admission.loads())
+        ]
     if state.engine_error:
         body.update(status="error", error=state.engine_error)
     return web.json_response(body, status=200 if ready else 503)
@@ -222,6 +229,7 @@ def create_app(
 
     if config.is_loopback:
         ice.use_loopback_only(True)
+    ice.use_patient_consent()
     vp8.use_avatar_vp8()
     install_log_filter()
     app = web.Application(
@@ -243,6 +251,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     tts.add_routes(app)  # GET /assistant (the demo page), GET/POST /v1/tts
     app.router.add_static("/static/", app[CLIENT], show_index=False)
+    rooms.register(app)
 
     async def startup(app: web.Application) -> None:
         state.lag_task = asyncio.ensure_future(state.watch_loop_lag())

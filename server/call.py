@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import av
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -39,7 +40,27 @@ log = logging.getLogger("speech2face.call")
 
 DATACHANNEL_HIGH_WATER = 256 * 1024  # drop per-frame events, never status, past this backlog
 WATCHDOG_PERIOD = 0.5
+#: the least time between two rasterised faces of one call, young and confident (``face_interval``)
+YOUNG_FACE_INTERVAL = 0.5
 SETTLED_FACE_INTERVAL = 3.0
+TEARDOWN_WAIT = 5.0  # seconds a closing call may wait for its transports before its slot is freed
+
+
+def _log_teardown_failure(task: asyncio.Future) -> None:
+    """A transport that fails while closing a finished call is worth one line, not a traceback."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("%s failed: %s", task.get_name(), task.exception() or type(task.exception()).__name__)
+
+
+def face_interval(seconds_heard: float) -> float:
+    """How long after one rasterised face the next may be drawn (the newest refinement then).
+
+    Early refinements are big (traits, then identity) and come every 0.5 s: a young face shows
+    each one as it comes (what a caller watching their face form expects; a 1 s interval was
+    measured to draw 9 instead of 12 of a session's 20 refinements, at the price of a face that
+    lags its estimate). Once the face is confident refinements are small: at most every 3 s.
+    """
+    return YOUNG_FACE_INTERVAL if seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -86,8 +107,10 @@ class Call:
         self.connected_at: float | None = None
         self.last_audio_at: float | None = None
         self.closed = asyncio.Event()
+        self.closing = asyncio.Event()  # set when close() starts (a room member leaves Janus at once)
         self._closing = False
         self._closer: asyncio.Task | None = None
+        self.teardown: set[asyncio.Future] = set()  # what was still closing when the slot was released
         self.close_reason: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
@@ -110,6 +133,9 @@ class Call:
         )
         self.current = self.pipeline.current
         self.animator = animator
+        #: also gets every decoded audio frame with its arrival time (a room member's feed
+        #: carries the caller's own voice beside the avatar)
+        self.audio_sink: Callable[[av.AudioFrame, float], None] | None = None
         self.video = AvatarVideoTrack(animator, config.fps, on_frame=self._on_frame)
         self._render_executor = render_executor
         self._size_wanted: int | None = None
@@ -213,9 +239,7 @@ class Call:
 
     def _accept_update(self, update: Any) -> None:
         self.current = update
-        # Early refinements are big and each one shows (traits, then identity); once the
-        # face is confident they are small, so re-rasterise at most every 3 s.
-        self._face_interval = 0.0 if update.seconds_heard < CONFIDENT_SECONDS else SETTLED_FACE_INTERVAL
+        self._face_interval = face_interval(update.seconds_heard)
         self._face_wanted = (update.params, update.version)
         self._face_changed.set()
         self._send_status(update)
@@ -269,6 +293,8 @@ class Call:
             self.last_audio_at = now
             raw = frame.to_ndarray()
             self.animator.push_audio(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            if self.audio_sink is not None:
+                self.audio_sink(frame, now)
             if self.face_final:
                 continue  # the mouth still moves; the model needs no more audio
             if self.feed.add(raw, frame):
@@ -367,10 +393,18 @@ class Call:
             self._closer = asyncio.ensure_future(self.close(reason))
 
     async def close(self, reason: str = "closed") -> None:
+        """Stop the call's work, give its slot back, then let the transports finish closing.
+
+        The slot is released after at most ``TEARDOWN_WAIT`` seconds even when aiortc's
+        ``pc.close()`` (or a task ignoring its cancellation) takes longer: a caller who hung up
+        must never keep a place in a full server. What is still running then is kept in
+        ``self.teardown`` and logged, not abandoned.
+        """
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
+        self.closing.set()
         self.close_reason = reason
         started = time.monotonic()
         log.info("call %s closing: %s", self.id, reason)
@@ -380,12 +414,18 @@ class Call:
             t.cancel()
         self.video.stop()
         self.animator.close()
-        try:
-            await asyncio.wait_for(self.pc.close(), timeout=5.0)
-        except Exception:
-            log.warning("call %s: peer close failed", self.id, exc_info=True)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        pc_close = asyncio.ensure_future(self.pc.close())
+        pc_close.set_name(f"call-{self.id}-pc-close")
+        pc_close.add_done_callback(_log_teardown_failure)
+        _, pending = await asyncio.wait([pc_close, *tasks], timeout=TEARDOWN_WAIT)
+        if pending:
+            log.warning(
+                "call %s: %s still running %.0f s after close; its slot is released anyway",
+                self.id,
+                ", ".join(sorted(t.get_name() for t in pending)),
+                TEARDOWN_WAIT,
+            )
+        self.teardown = pending
         self.feed.clear()
         self.metrics.closed_sessions.labels(reason=reason).inc()
         self._on_closed(self)

@@ -54,6 +54,18 @@ class ServerConfig:
     oneshot_queue: int = 8  # one-shot requests (uploads, downloads) waiting or running; more get 503
     header_timeout: float = 10.0  # seconds to send a request head (and keep-alive idle time)
     body_timeout: float = 30.0  # seconds to send a request body
+    # --- rooms (server/rooms.py): Janus VideoRoom fans the avatars out ---
+    janus: str = "auto"  # auto: supervise a local Janus if installed; off; or ws://host:port/ | unix:/path of one we only use
+    janus_api_secret: str | None = None  # for a Janus we do not start (docker-compose); ours get a random one
+    janus_admin_key: str | None = None
+    janus_socket: str | None = None  # API socket of the Janus we supervise (default: a private temp folder)
+    janus_rtp_ports: str = "20000-40000"  # UDP range a supervised Janus uses for media (open it in the firewall)
+    janus_public_ip: str | None = None  # 1:1 NAT address for a supervised Janus's candidates
+    room_cap: int = 8  # people per room
+    audio_delay_ms: float = 0.0  # extra delay of a room feed's voice (measured: receivers' lip-sync needs none; lipsync.py)
+    turn_secret: str | None = None  # coturn static-auth-secret: browsers get time-limited REST credentials
+    turn_urls: str | None = None  # comma list of turn:/turns: URLs those credentials are for
+    turn_ttl: int = 6 * 3600
 
     @property
     def is_loopback(self) -> bool:
@@ -84,6 +96,15 @@ class ServerConfig:
             raise ValueError("rate limits must be ≥ 0 (0 turns a limit off)")
         if self.header_timeout <= 0 or self.body_timeout <= 0:
             raise ValueError("timeouts must be > 0")
+        if self.room_cap < 2:
+            raise ValueError("room cap must be ≥ 2")
+        if not 0 <= self.audio_delay_ms <= 500:
+            raise ValueError("audio delay must be within 0..500 ms")
+        lo, _, hi = self.janus_rtp_ports.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and 1024 <= int(lo) < int(hi) <= 65535):
+            raise ValueError(f"janus RTP ports must look like 20000-40000, got {self.janus_rtp_ports!r}")
+        if not (self.janus in ("auto", "off") or self.janus.startswith(("ws://", "wss://", "unix:"))):
+            raise ValueError(f"janus must be auto, off, ws://host:port/ or unix:/path, got {self.janus!r}")
         return self
 
 
@@ -128,6 +149,16 @@ def parse_ice_servers(text: str | None) -> tuple[IceServer, ...]:
 
 _ENV_PREFIX = "S2F_"
 
+
+def _yes_no(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 # flag name → (env var, type, help)
 _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "host": ("HOST", str, "bind address (127.0.0.1 keeps ICE on loopback)"),
@@ -158,6 +189,22 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "oneshot_queue": ("ONESHOT_QUEUE", int, "one-shot requests (uploads, downloads) queued or running; more get 503"),
     "header_timeout": ("HEADER_TIMEOUT", float, "seconds a client may take to send a request head"),
     "body_timeout": ("BODY_TIMEOUT", float, "seconds a client may take to send a request body"),
+    "janus": ("JANUS", str, "rooms' SFU: auto (start a local Janus if installed), off, or ws://host:port/ | unix:/path"),
+    "janus_api_secret": ("JANUS_API_SECRET", str, "API secret of a Janus we do not start"),
+    "janus_admin_key": ("JANUS_ADMIN_KEY", str, "VideoRoom admin_key of a Janus we do not start"),
+    "janus_socket": ("JANUS_SOCKET", str, "API socket path of the Janus we start (other workers: --janus unix:PATH)"),
+    "janus_rtp_ports": ("JANUS_RTP_PORTS", str, "UDP port range of a supervised Janus (min-max)"),
+    "janus_public_ip": ("JANUS_PUBLIC_IP", str, "public address a supervised Janus advertises (1:1 NAT)"),
+    "room_cap": ("ROOM_CAP", int, "people per room"),
+    "audio_delay_ms": ("AUDIO_DELAY_MS", float, "room feeds: extra delay of the voice behind the avatar (default 0: measured)"),
+    "turn_secret": ("TURN_SECRET", str, "coturn static-auth-secret (REST API credentials for browsers)"),
+    "turn_urls": ("TURN_URLS", str, "comma list of turn: URLs for those credentials"),
+    "turn_ttl": ("TURN_TTL", int, "lifetime of TURN credentials in seconds"),
+    "loopback_only": (
+        "LOOPBACK_ONLY",
+        _yes_no,
+        "keep ICE on 127.0.0.1 (default: when the bind host is loopback); false behind a local TLS proxy",
+    ),
 }
 
 

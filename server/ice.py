@@ -29,6 +29,27 @@ def use_loopback_only(enabled: bool = True) -> None:
     aioice.ice.get_host_addresses = _loopback_host_addresses if enabled else _original_get_host_addresses
 
 
+_original_stun_request = aioice.ice.StunProtocol.request
+
+
+async def _patient_stun_request(self, request, addr, integrity_key=None, retransmissions=None):
+    # aioice sends consent checks (RFC 7675, every ~5 s) as single-shot transactions
+    # (retransmissions=0, answer within 0.5 s) and ends the connection after six misses.
+    # A browser starved of CPU answers late: measured here, three headless Chromiums on a
+    # loaded 2-core box answered in 2-20 s while their audio kept flowing, and every call
+    # ended after ~35 s. Consent checks are the only caller of retransmissions=0; give them
+    # aioice's ordinary retransmission schedule. A caller that really vanished is caught
+    # long before by the call's own watchdog (no audio for idle_timeout).
+    if retransmissions == 0:
+        retransmissions = None
+    return await _original_stun_request(self, request, addr, integrity_key=integrity_key, retransmissions=retransmissions)
+
+
+def use_patient_consent() -> None:
+    """Process-wide: consent checks retransmit like any STUN request (idempotent)."""
+    aioice.ice.StunProtocol.request = _patient_stun_request
+
+
 def rtc_configuration(config: ServerConfig) -> RTCConfiguration:
     """Never the aiortc default (a public STUN server): none, or exactly what was configured."""
     if config.is_loopback:

@@ -34,8 +34,9 @@ def skin_tones() -> list[str]:
     return list(SKIN_TONES)
 
 
-def check_sdp(sdp: str) -> None:
-    """Raise HttpError(400) unless ``sdp`` is an offer we can answer with a working call."""
+def check_sdp(sdp: str, video: bool = True) -> None:
+    """Raise HttpError(400) unless ``sdp`` is an offer we can answer with a working call
+    (``video=False``: a room member's microphone, whose avatar goes out through Janus)."""
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError, ...
@@ -59,8 +60,8 @@ def check_sdp(sdp: str) -> None:
     if not any(c in AUDIO_CODECS for c in codecs):
         offered = ", ".join(sorted({c.split("/", 1)[-1] for c in codecs})) or "none"
         raise HttpError(f"no audio codec the server decodes (offer Opus, PCMU or PCMA; got {offered})")
-    video = [m for m in desc.media if m.kind == "video"]
-    if not video or (video[0].direction or "sendrecv") not in RECEIVING:
+    wants = [m for m in desc.media if m.kind == "video"]
+    if video and (not wants or (wants[0].direction or "sendrecv") not in RECEIVING):
         raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
 
 
@@ -77,7 +78,7 @@ def _size(value: Any, default: int) -> int:
     return size
 
 
-def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessionDescription]:
+def parse_offer(body: Any, config: ServerConfig, video: bool = True) -> tuple[CallOptions, RTCSessionDescription]:
     if not isinstance(body, dict):
         raise HttpError("expected a JSON object {sdp, type}")
     sdp, kind = body.get("sdp"), body.get("type")
@@ -118,7 +119,7 @@ def parse_offer(body: Any, config: ServerConfig) -> tuple[CallOptions, RTCSessio
         raise HttpError("malformed SDP: it is not UTF-8 text")
     if config.is_loopback:
         sdp = ice.keep_loopback_candidates(sdp)
-    check_sdp(sdp)
+    check_sdp(sdp, video)
     return (
         CallOptions(privacy=privacy, room=room, skin_tone=skin, seed=seed, size=size, frame_events=frame_events),
         RTCSessionDescription(sdp=sdp, type="offer"),

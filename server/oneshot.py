@@ -24,6 +24,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, TypeVar
@@ -39,8 +41,23 @@ _workers: dict[str, ProcessPoolExecutor] = {}
 _engine: Any = None  # in the worker process
 
 
+def _exit_with_parent() -> None:
+    """The worker ends when the server that started it is gone, however it went (a crashed or
+    killed server, a test process that exited): an orphan would hold an engine's memory forever.
+    A poll, not PR_SET_PDEATHSIG: that fires when the *thread* that spawned us exits."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _init_worker(backend: str) -> None:
     global _engine
+    _exit_with_parent()
     try:
         os.nice(NICE)
     except OSError:  # not allowed: still correct, just not favoured

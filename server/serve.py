@@ -109,7 +109,7 @@ def run(config: ServerConfig, argv: Sequence[str] = ()) -> int:
     group = WorkerGroup.from_env()
     workers = config.workers or default_workers()
     if group is None and workers > 1:
-        return supervise(argv, config.host, config.port, workers)
+        return supervise(argv, config.host, config.port, workers, config.janus)
     if group is not None:
         die_with_supervisor()
     pin_threads()

@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .offer import parse_offer, skin_tones
 from .oneshot import OneShotQueue
 from .ratelimit import RateLimiter
+from .turn import ice_servers_for_browser
 from .workers import WorkerGroup, came_from_worker, client_address
 
 log = logging.getLogger("speech2face.server")
@@ -144,11 +145,13 @@ class ServerState:
             await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
 
     # --- signalling shared by POST /offer and the websocket ---
-    async def answer(self, body: Any) -> dict:
+    async def answer(self, body: Any, *, send_video: bool = True) -> dict:
+        """Answer a caller's offer with a new Call; ``send_video=False`` for a room member,
+        whose avatar leaves through Janus rather than back on this peer connection."""
         if self.admission.in_use >= self.admission.budget:  # full: say so before judging the offer
             self.metrics.rejected_sessions.inc()
             raise HttpError(f"server is full ({self.admission.budget} calls)", 503, self.retry_headers())
-        options, offer = parse_offer(body, self.config)
+        options, offer = parse_offer(body, self.config, video=send_video)
         if not self.ready:
             raise HttpError("engine is still loading", 503, self.retry_headers())
         placeholder = "pending-" + os.urandom(6).hex()
@@ -187,9 +190,10 @@ class ServerState:
             kinds = {t.kind for t in pc.getTransceivers()}
             if "audio" not in kinds:
                 raise HttpError("the offer has no audio (microphone) track")
-            if "video" not in kinds:
-                raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
-            pc.addTrack(call.video)
+            if send_video:
+                if "video" not in kinds:
+                    raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
+                pc.addTrack(call.video)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "call_id": call.id}
@@ -230,18 +234,7 @@ class ServerState:
         return None if owner == self.group.index else owner
 
     def options_json(self) -> dict:
-        ice_servers = (
-            []
-            if self.config.is_loopback
-            else [
-                {
-                    "urls": s.urls,
-                    **({"username": s.username} if s.username else {}),
-                    **({"credential": s.credential} if s.credential else {}),
-                }
-                for s in self.config.ice_servers
-            ]
-        )
+        ice_servers = ice_servers_for_browser(self.config, "call")
         return {
             "sizes": list(SIZES),
             "privacy_modes": list(PRIVACY_MODES),

@@ -30,6 +30,7 @@ are the only ones a worker serves without placing them elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -52,6 +53,8 @@ log = logging.getLogger("speech2face.workers")
 WORKER_ENV = "_S2F_WORKER"  # "<run dir>:<index>:<count>", set by the supervisor only
 SUPERVISOR_ENV = "_S2F_SUPERVISOR"  # its pid
 ROOM_SECRET_ENV = "S2F_ROOM_SECRET"
+JANUS_SECRET_ENV = "S2F_JANUS_API_SECRET"
+JANUS_ADMIN_ENV = "S2F_JANUS_ADMIN_KEY"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CLIENT_HEADER = "X-Forwarded-For"  # the caller's address, on a request one worker hands another
 START_TIMEOUT = 180.0  # engine load on a busy machine
@@ -130,6 +133,41 @@ class WorkerGroup:
         except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
             raise ConnectionError(f"worker {index} is not reachable") from exc
 
+    async def relay_websocket(self, index: int, path: str, ws: Any, client: str | None, max_msg_size: int) -> None:
+        """Carry an accepted websocket's messages to and from worker ``index``'s ``path`` until
+        either side closes (a room member placed on another worker: its signalling goes there,
+        its media straight to that worker's ICE candidates).
+
+        Raises ``ConnectionError`` when that worker is not there."""
+        import aiohttp
+
+        headers = {CLIENT_HEADER: client} if client else {}
+        try:
+            session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path(index))))
+        except FileNotFoundError as exc:
+            raise ConnectionError(f"worker {index} is not reachable") from exc
+        async with session:
+            try:
+                upstream = await session.ws_connect("http://worker" + path, headers=headers, max_msg_size=max_msg_size)
+            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, FileNotFoundError) as exc:
+                raise ConnectionError(f"worker {index} is not reachable") from exc
+
+            async def pump(src: Any, dst: Any) -> None:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await dst.send_bytes(msg.data)
+
+            async with upstream:
+                tasks = [asyncio.ensure_future(pump(ws, upstream)), asyncio.ensure_future(pump(upstream, ws))]
+                try:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+
 
 def die_with_supervisor() -> None:
     """Linux: SIGTERM this worker when the supervisor dies, even by SIGKILL (no orphans)."""
@@ -175,8 +213,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class Supervisor:
     """Starts the workers, restarts a dead one, stops them all on SIGTERM/SIGINT."""
 
-    def __init__(self, argv: Sequence[str], host: str, port: int, workers: int) -> None:
+    def __init__(self, argv: Sequence[str], host: str, port: int, workers: int, janus: str = "off") -> None:
         self.argv = list(argv)
+        self.janus = janus
         self.host = host
         self.workers = workers
         self.run_dir = Path(tempfile.mkdtemp(prefix="speech2face-"))
@@ -189,6 +228,12 @@ class Supervisor:
         self.room_secret = os.environ.get(ROOM_SECRET_ENV) or secrets.token_hex(32)
         if not os.environ.get(ROOM_SECRET_ENV):
             log.warning("S2F_ROOM_SECRET is not set: using a random room secret for this run (room faces change on restart)")
+        # the secrets every worker must agree on to share worker 0's Janus (made once, here)
+        self.janus_secrets = (
+            {name: os.environ.get(name) or secrets.token_hex(24) for name in (JANUS_SECRET_ENV, JANUS_ADMIN_ENV)}
+            if janus == "auto"
+            else {}
+        )
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self._started_at = [0.0] * workers
         self._fast_deaths = [0] * workers
@@ -206,10 +251,21 @@ class Supervisor:
                 MULTIPROC_ENV: str(self.run_dir / "metrics"),
             },
         )
-        cmd = [sys.executable, "-m", "server.serve", *self.argv, "--port", str(self.port)]
+        env.update(self.janus_secrets)
+        cmd = [sys.executable, "-m", "server.serve", *self.argv, *self._janus_flags(index), "--port", str(self.port)]
         self.procs[index] = subprocess.Popen(cmd, env=env, cwd=os.getcwd())
         self._started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, self.procs[index].pid)
+
+    def _janus_flags(self, index: int) -> list[str]:
+        """One Janus for the machine: worker 0 supervises it, the others use its API socket.
+
+        Flags come after the user's, so they win; a Janus the user named (or ``off``) is left alone.
+        """
+        if self.janus != "auto":
+            return []
+        sock = str(self.run_dir / "janus.sock")
+        return ["--janus-socket", sock] if index == 0 else ["--janus", "unix:" + sock]
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -287,9 +343,9 @@ class Supervisor:
                 p.wait()
 
 
-def supervise(argv: Sequence[str], host: str, port: int, workers: int) -> int:
+def supervise(argv: Sequence[str], host: str, port: int, workers: int, janus: str = "off") -> int:
     try:
-        sup = Supervisor(argv, host, port, workers)
+        sup = Supervisor(argv, host, port, workers, janus)
     except OSError as exc:
         print(f"speech2face: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -129,7 +129,7 @@ async def test_sigterm_closes_peers_and_exits_cleanly(voice48k):
                 except aiohttp.ClientError:
                     return False
 
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # the engine loads while other work shares two cores
             while not await healthy():
                 assert proc.poll() is None, proc.stdout.read().decode()
                 assert time.monotonic() < deadline, "server did not become healthy"

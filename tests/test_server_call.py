@@ -17,6 +17,7 @@ import pytest_asyncio
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from server.call import YOUNG_FACE_INTERVAL  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 from tests.server_helpers import (  # noqa: E402
     AUDIO_RATE,
@@ -54,6 +55,13 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
         assert caller.first_frame_at - caller.offer_at < 5.0
         total = len(sent48) / AUDIO_RATE
         await wait_for(lambda: bool(caller.result.frames) and caller.result.frames[-1]["audio_t"] >= total - 0.05, total + 10.0)
+
+        def newest_face_shown() -> bool:
+            versions = [m["version"] for m in caller.result.status if m["type"] == "status"]
+            return bool(versions) and caller.result.frames[-1]["version"] == versions[-1]
+
+        # a young face takes the newest refinement at most once per YOUNG_FACE_INTERVAL
+        await wait_for(newest_face_shown, YOUNG_FACE_INTERVAL + 3.0)
         await asyncio.sleep(0.5)
         metrics_text = await (await session.get(url + "/metrics")).text()
     await caller.close()

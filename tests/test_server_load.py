@@ -42,12 +42,21 @@ async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
     return float("nan")
 
 
+def _log_tail(path: Path, lines: int = 40) -> str:
+    """The server's last log lines, for a failure message (calls that began closing and never finished show here)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no server log: {exc})"
+
+
 @pytest.mark.asyncio
-async def test_load_n_peers(speech_wav):
+async def test_load_n_peers(speech_wav, tmp_path):
     use_loopback()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     # port 0: the server binds a free port and prints it, so no other process can answer in its place;
     # all callers come from 127.0.0.1, so the per-client offer limit is off for this test
+    log_path = Path(os.environ.get("S2F_LOAD_LOG") or tmp_path / "server.log")
     flags = ["--port", "0", "--session-budget", str(PEERS + 2), "--no-frame-events", "--offers-per-minute", "0"]
     proc = subprocess.Popen(
         # one process: its RSS is what is measured (two workers: tests/test_server_workers.py)
@@ -55,7 +64,7 @@ async def test_load_n_peers(speech_wav):
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=open(os.environ.get("S2F_LOAD_LOG", os.devnull), "w"),
+        stderr=open(log_path, "w"),
     )
     line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 90)
     url = line.decode().strip().rsplit(" ", 1)[-1].rstrip("/")
@@ -81,7 +90,7 @@ async def test_load_n_peers(speech_wav):
                 await c.close()
             deadline = time.monotonic() + 20
             while await _metric(session, url, "s2f_live_sessions") > 0:
-                assert time.monotonic() < deadline, "warm-up calls not released"
+                assert time.monotonic() < deadline, "warm-up calls not released\n" + _log_tail(log_path)
                 await asyncio.sleep(0.25)
             await asyncio.sleep(2.0)
             baseline = rss_bytes(proc.pid)
@@ -111,7 +120,7 @@ async def test_load_n_peers(speech_wav):
             released_t0 = time.monotonic()
             deadline = released_t0 + 20  # generous: callers and server share two busy cores here
             while await _metric(session, url, "s2f_live_sessions") > 0:
-                assert time.monotonic() < deadline, "calls not released"
+                assert time.monotonic() < deadline, "calls not released\n" + _log_tail(log_path)
                 await asyncio.sleep(0.25)
             released = time.monotonic() - released_t0
             await asyncio.sleep(2.0)
