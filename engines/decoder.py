@@ -16,10 +16,12 @@ TensorRT. Two parts, kept apart on purpose:
    * Age band: a child's voice has a high F0 *and* a short vocal tract (high formants): Lee,
      Potamianos & Narayanan 1999, JASA 105:1455 (F0 ≈ 250–300 Hz, formants 20–30 % above
      adults'). Either cue alone is usually an adult woman, so the child logit needs both (a
-     soft AND: the smaller of the two cue margins) — or a median F0 so high (above 270 Hz,
-     beyond the adult women of the dev set, top 258 Hz, and inside the 5–10-year-old range)
-     that pitch alone says child; the formant estimate is often adult-like on real child
-     recordings (dev set). Children get a neutral gender presentation.
+     soft AND: the smaller of the two cue margins) — or a median F0 so far above every
+     trusted adult's in the calibration data (the margin counts from
+     ``TraitConstants.child_f0_st``, half a semitone above the highest; fitted on adults only
+     and refitted per fold by ``eval``) that pitch alone says child; the formant estimate is
+     often adult-like on real child recordings (dev set). Children get a neutral gender
+     presentation.
      Seniors: perturbation (jitter) rises and HNR falls with age (Ferrand 2002, J Voice
      16:480); a weak cue, so the senior posterior stays near its prior unless both agree.
    * Size from apparent vocal-tract length, shrunk hard toward the mean (noisy cue).
@@ -55,7 +57,6 @@ PROBE_CLAMP = 3.0  # the probe's standardised score never says more than this
 EVIDENCE_HALF_S = 1.5  # voiced seconds at which the evidence weight is one half
 CHILD_F0_HZ = 240.0  # a child's median F0 is above this ...
 CHILD_VTL_CM = 13.0  # ... and the apparent vocal tract shorter than this (adult women ≈ 14.5)
-CHILD_F0_ALONE_HZ = 270.0  # ... or the median F0 alone is above this (set on the dev set: see docstring)
 CHILD_PRIOR_LOGIT = -2.0
 CHILD_SLOPE = 1.5  # logit per unit of the smaller cue margin (semitones / cm)
 SENIOR_PRIOR_LOGIT = -2.2  # ≈ 10 %
@@ -141,6 +142,7 @@ class FaceDecoder(nn.Module):
     probe_spread: torch.Tensor
     gender_w: torch.Tensor
     gender_bias: torch.Tensor
+    child_f0_st: torch.Tensor
 
     def __init__(self, traits: TraitConstants | None = None) -> None:
         super().__init__()
@@ -150,6 +152,7 @@ class FaceDecoder(nn.Module):
         self.register_buffer("probe_spread", torch.tensor(float(t.probe_spread)))
         self.register_buffer("gender_w", torch.tensor([t.w_f0, t.w_probe], dtype=torch.float32))
         self.register_buffer("gender_bias", torch.tensor(float(t.bias)))
+        self.register_buffer("child_f0_st", torch.tensor(float(t.child_f0_st)))
 
     def forward(
         self,
@@ -175,7 +178,7 @@ class FaceDecoder(nn.Module):
         # and a short tract; a missing tract estimate (vtl 0) counts as no evidence for either.
         f0_margin = f0_med - _st(CHILD_F0_HZ)
         vtl_margin = torch.where(vtl > 0, CHILD_VTL_CM - vtl, torch.zeros_like(vtl))
-        margin = torch.maximum(torch.minimum(f0_margin, 2.0 * vtl_margin), f0_med - _st(CHILD_F0_ALONE_HZ))
+        margin = torch.maximum(torch.minimum(f0_margin, 2.0 * vtl_margin), f0_med - self.child_f0_st)
         child_logit = CHILD_PRIOR_LOGIT + evidence * CHILD_SLOPE * torch.where(f0_med > 0, margin, torch.full_like(margin, -5.0))
         senior_logit = SENIOR_PRIOR_LOGIT + evidence * (
             torch.clamp((perturb - 0.018) / 0.006, -1.5, 2.0) + torch.clamp((9.0 - hnr) / 4.0, -1.0, 1.0)

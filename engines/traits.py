@@ -31,6 +31,8 @@ TRAITS_PATH = Path(__file__).with_name("traits.npz")
 EMBEDDING_SIZE = 256
 PROBE_SHRINK = 0.5
 L2_PENALTY = 0.05
+SCALARS = ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias", "child_f0_st")
+CHILD_F0_MARGIN_ST = 0.5  # the child pitch margin starts this far above the highest adult heard
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,13 @@ class TraitConstants:
     w_f0: float = 3.0  # before calibration: F0 alone, about what the literature spreads give
     w_probe: float = 0.0
     bias: float = 0.0
+    #: median F0 (semitones re 50 Hz) from which the decoder's pitch-alone child margin counts: half
+    #: a semitone above the highest trusted adult's median F0 in the calibration data (default 270 Hz)
+    child_f0_st: float = 29.2
 
     def save(self, path: Path = TRAITS_PATH) -> None:
         arrays: dict[str, Any] = {"probe": self.probe.astype(np.float32)}
-        arrays.update({k: np.float32(getattr(self, k)) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias")})
+        arrays.update({k: np.float32(getattr(self, k)) for k in SCALARS})
         np.savez(path, **arrays)
 
 
@@ -52,9 +57,7 @@ def load_traits(path: Path = TRAITS_PATH) -> TraitConstants:
     if not path.exists():
         return TraitConstants()
     d = np.load(path)
-    return TraitConstants(
-        d["probe"].astype(np.float32), *(float(d[k]) for k in ("probe_mid", "probe_spread", "w_f0", "w_probe", "bias"))
-    )
+    return TraitConstants(d["probe"].astype(np.float32), **{k: float(d[k]) for k in SCALARS if k in d})
 
 
 def fit_probe(embeddings: np.ndarray, female: np.ndarray, speakers: list[str]) -> tuple[np.ndarray, float, float]:
@@ -136,3 +139,12 @@ def fit_gender(
     weight = np.array([1.0 / counts[s] for s in speakers])
     w_f0, w_probe, bias = fit_weights(cues, ev, female, weight)
     return TraitConstants(probe, mid, spread, w_f0, w_probe, bias)
+
+
+def fit_child_f0(adult_f0_st: np.ndarray) -> float:
+    """Where the pitch-alone child margin starts: ``CHILD_F0_MARGIN_ST`` above the highest trusted adult's median F0.
+
+    Real children are too few to fit a boundary on (two in the dev set), adults are not: only a
+    whole-clip median F0 beyond every labelled adult's can speak for a child on pitch alone.
+    Fitted on the trusted adult labels only, so a child never decides its own boundary."""
+    return float(np.max(adult_f0_st)) + CHILD_F0_MARGIN_ST

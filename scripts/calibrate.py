@@ -9,10 +9,11 @@ cross-validation folds (``evaluate.fit_constants``):
 
 * ``engines/traits.npz`` — the gender head: the GE2E probe direction with its midpoint and
   spread (trusted adult F/M labels, one mean embedding per speaker) and the three logistic
-  weights (F0 cue, probe cue, bias) over every checkpoint (1, 2, 3, 6 s, full);
-* ``engines/identity_stats.npz`` — the identity basis: population centre, the 32
-  speaker-discriminant axes (first- and second-half embeddings of every clip, labelled or
-  not, give the within-speaker scatter) and each axis's spread.
+  weights (F0 cue, probe cue, bias) over every checkpoint (1, 2, 3, 6 s, full), and the child
+  pitch boundary (half a semitone above the highest trusted adult's median F0);
+* ``engines/identity_stats.npz`` — the identity basis: population centre, the 32 principal
+  axes of the speaker means (first- and second-half embeddings of every clip, labelled or
+  not) and each axis's spread.
 
 Only these summaries are written: no audio and no per-speaker embedding.
 """

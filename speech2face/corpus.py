@@ -138,10 +138,25 @@ def _select(files: list[Path], pick: str) -> list[Path]:
     raise CorpusError(f"unknown pick {pick!r} (all, every:N)")
 
 
+#: Headerless telephony prompts (Asterisk's voice packages): FFmpeg reads them only when told the format.
+RAW_FORMATS = {".g722": "g722", ".gsm": "gsm"}
+
+
+def _decode_raw(data: bytes, fmt: str) -> np.ndarray:
+    import av
+
+    with av.open(io.BytesIO(data), format=fmt) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        frames = [r for f in container.decode(audio=0) for r in resampler.resample(f)] + list(resampler.resample(None))
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32) if frames else np.zeros(0, np.float32)
+
+
 def _decode(path: Path) -> np.ndarray:
     from engines.audio import decode_audio
 
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix in RAW_FORMATS:
+        return _decode_raw(data, RAW_FORMATS[path.suffix])
     return decode_audio(data).pcm
 
 

@@ -94,6 +94,7 @@ def test_eval_reports_cross_validated_beside_in_sample(voice_corpus, tmp_path):
     for row in ("| gender, 1 s |", "| gender, 3 s |", "| gender, full clip | 8 clips / 4 speakers |", "confidently wrong"):
         assert row in report
     assert "same-speaker retrieval, face vector, top-1" in report and "4 speakers" in report
+    assert "GE2E embedding itself" in report
     cv_full = next(line for line in report.splitlines() if line.startswith("| gender, full clip"))
     assert cv_full.split("|")[3].strip().endswith("%")  # a cross-validated figure, not a dash
     assert "fold 4/4" in res.stderr and "[8/8]" in res.stderr  # progress shown

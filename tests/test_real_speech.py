@@ -29,7 +29,8 @@ def test_manifest_rows_name_package_licence_and_label_provenance():
         assert s.package.startswith("deb:") and s.members and s.licence and s.label_source, s.clip
         assert s.gender in TRUSTED | {"unknown"}, s.clip
         if s.gender in TRUSTED:  # a trusted label says where it comes from
-            assert any(w in s.label_source for w in ("credit", "changelog", "Speaker", "dialogs", "docbook")), s.clip
+            sources = ("credit", "CREDITS", "changelog", "Speaker", "dialogs", "docbook", "copyright", "LEEME")
+            assert any(w in s.label_source for w in sources), s.clip
         else:
             assert "identity only" in s.label_source, s.clip
     # the repository ships the manifest, never the audio
@@ -61,3 +62,30 @@ def test_fetcher_rebuilds_a_labelled_clip_from_its_package(tmp_path, onnx_engine
     assert build_corpus(tmp_path, packages={"transcriber"}) == manifest
     with pytest.raises(CorpusError, match="no manifest row"):
         build_corpus(tmp_path, packages={"no-such-package"})
+
+
+def test_headerless_telephony_prompts_decode(tmp_path):
+    """Asterisk's prompts are raw G.722 (no header): the corpus decoder names the format for FFmpeg."""
+    import io
+
+    import av
+    import numpy as np
+
+    from speech2face.corpus import SAMPLE_RATE, _decode
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype(np.int16)[None]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="g722") as out:
+        stream = out.add_stream("g722", rate=SAMPLE_RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        frame.rate = SAMPLE_RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    path = tmp_path / "prompt.g722"
+    path.write_bytes(buf.getvalue())
+    pcm = _decode(path)
+    assert abs(len(pcm) - SAMPLE_RATE) < 0.05 * SAMPLE_RATE
+    spectrum = np.abs(np.fft.rfft(pcm))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(pcm) - 220.0) < 5.0
