@@ -126,18 +126,27 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         raise
 
 
+try:  # aiortc's DTLS: an SCTP send racing a peer's teardown fails in OpenSSL, in a task nobody awaits
+    from OpenSSL.SSL import Error as DtlsError
+except ImportError:  # pragma: no cover - aiortc always brings pyOpenSSL
+
+    class DtlsError(Exception):  # type: ignore[no-redef]
+        pass
+
+
 class ClientErrorLogFilter(logging.Filter):
     """Caps what a library's log record may copy from a request, and keeps client errors to one line.
 
     aiohttp's parser exceptions quote the bytes they failed on, so a record's message is cut
     to ``MAX_LOGGED_CHARS`` printable characters; when the exception is the client's doing (a
-    malformed request, a connection reset mid-upload) the traceback is dropped and the record
-    demoted to DEBUG: the handler that answered the client logged it already.
+    malformed request, a connection reset mid-upload, a DTLS send to a peer that just hung up)
+    the traceback is dropped and the record demoted to DEBUG: the handler that answered the
+    client, or the call that closed, logged it already.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionError, HttpError)):
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionError, HttpError, DtlsError)):
             # our handlers already logged the one line this error deserves
             record.exc_info = None
             record.exc_text = None

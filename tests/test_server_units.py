@@ -127,3 +127,30 @@ def test_avatar_vp8_keeps_picture_quality_and_is_wired_in():
     opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
     assert isinstance(rtcrtpsender.get_encoder(vp8), AvatarVp8Encoder)
     assert not isinstance(rtcrtpsender.get_encoder(opus), Vp8Encoder)
+
+
+def test_log_filter_keeps_client_caused_errors_to_one_debug_line():
+    """A DTLS send racing a peer's hang-up (seen at 50 callers) and a reset connection are the
+    peer's doing: one DEBUG line, no traceback. Our own bugs keep theirs."""
+    import logging
+    import sys
+
+    from OpenSSL.SSL import Error as SSLError
+
+    from server.errors import ClientErrorLogFilter
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord(
+                "asyncio", logging.ERROR, __file__, 1, "Task exception was never retrieved", (), sys.exc_info()
+            )
+
+    for exc in (SSLError([("SSL routines", "", "bad write retry")]), ConnectionResetError("gone")):
+        r = record(exc)
+        ClientErrorLogFilter().filter(r)
+        assert (r.levelno, r.exc_info) == (logging.DEBUG, None), exc
+    bug = record(KeyError("ours"))
+    ClientErrorLogFilter().filter(bug)
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
