@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from bench.bench_server import cpu_seconds, free_port, speech_16k, speech_48k, wait_healthy  # noqa: E402
+from bench.bench_server import cpu_seconds, free_port, speech_16k, speech_48k, stop_servers, wait_healthy  # noqa: E402
 
 RATE = 24_000
 
@@ -266,13 +265,7 @@ async def measure(args: argparse.Namespace) -> dict:
     finally:
         for t in tasks:
             t.cancel()
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_servers(procs.values())
     per = {n: cpu[n] / wall / args.sessions for n in cpu}
     return {
         "size": args.size,

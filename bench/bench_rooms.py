@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from bench.bench_server import cpu_seconds, free_port, wait_healthy  # noqa: E402
+from bench.bench_server import cpu_seconds, free_port, stop_servers, wait_healthy  # noqa: E402
 from tests.room_helpers import ROOM_VOICES as VOICES  # noqa: E402
 
 BURST_S, PERIOD_S, TONE_HZ = 0.20, 1.0, 440.0
@@ -279,13 +278,7 @@ async def measure(args: argparse.Namespace) -> dict:
                 result["browser"] = await measure_browser(http, url, args, RoomParticipant, ArrayAudioTrack)
     finally:
         receiver.get_decoder = real
-        for p in (ours, bare):
-            p.send_signal(signal.SIGTERM)
-        for p in (ours, bare):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_servers((ours, bare))
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]}
     return result
 

@@ -150,6 +150,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_servers(procs) -> None:
+    """SIGTERM every server, then wait for each (15 s) and kill the ones that do not stop."""
+    procs = list(procs)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
@@ -386,13 +398,7 @@ async def measure(args: argparse.Namespace) -> dict:
                 for c in cs:
                     await c.close()
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_servers(procs.values())
 
     ours_log.seek(0)
     log_text = ours_log.read()
@@ -557,11 +563,7 @@ async def measure_upload_burst(args: argparse.Namespace) -> dict:
             for c in callers:
                 await c.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_servers([proc])
     ok = sorted(t for s, t in results if s == 200)
     statuses: dict[str, int] = {}
     for s, _ in results:

@@ -55,6 +55,22 @@ ANIMATED = ("mouth", "eyes")
 # what every head-related part depends on: the head outline and its placement
 _GEOM = ("femininity", "age", "size", "head_width", "face_length", "jaw_width", "chin_shape", "cheek_fullness")
 _EYE = ("eye_size", "eye_spacing", "eye_tilt", "eye_shape")
+# the beard and the moustache sit on the same face and take their colour from the hair
+_FACIAL_HAIR_INPUTS = (
+    _GEOM
+    + _EYE
+    + (
+        "facial_hair",
+        "facial_hair_style",
+        "hair_colour",
+        "greying",
+        "skin_tone",
+        "nose_width",
+        "nose_length",
+        "mouth_width",
+        "lip_fullness",
+    )
+)
 _HAIR = (
     "hair_style",
     "hair_length",
@@ -76,33 +92,9 @@ PART_INPUTS: dict[str, tuple[str, ...]] = {
     "details": _GEOM
     + _EYE
     + ("nose_width", "nose_length", "mouth_width", "lip_fullness", "age_lines", "freckles", "skin_tone", "brow_arch"),
-    "facial_hair": _GEOM
-    + _EYE
-    + (
-        "facial_hair",
-        "facial_hair_style",
-        "hair_colour",
-        "greying",
-        "skin_tone",
-        "nose_width",
-        "nose_length",
-        "mouth_width",
-        "lip_fullness",
-    ),
+    "facial_hair": _FACIAL_HAIR_INPUTS,
     "mouth": ("femininity", "age", "mouth_width", "lip_fullness", "skin_tone"),
-    "moustache": _GEOM
-    + _EYE
-    + (
-        "facial_hair",
-        "facial_hair_style",
-        "hair_colour",
-        "greying",
-        "skin_tone",
-        "nose_width",
-        "nose_length",
-        "mouth_width",
-        "lip_fullness",
-    ),
+    "moustache": _FACIAL_HAIR_INPUTS,
     "eyes": ("femininity", "age", "head_width") + _EYE + ("eye_colour", "eyelashes", "skin_tone"),
     "brows": _GEOM + _EYE + ("brow_thickness", "brow_arch", "hair_colour", "greying", "skin_tone"),
     "hair_front": _GEOM + _HAIR + _EYE + ("nose_length", "skin_tone"),
