@@ -96,6 +96,9 @@ def shutdown_workers() -> None:
             proc.terminate()
         for proc in procs:
             proc.join(5)
+        # now that its processes are gone, let the pool's manager thread finish: Python 3.11's
+        # exit hook otherwise wakes it through a pipe it may have closed (a traceback at exit)
+        pool.shutdown(wait=True)
 
 
 class OneShotQueue:
