@@ -96,9 +96,13 @@ def shutdown_workers() -> None:
             proc.terminate()
         for proc in procs:
             proc.join(5)
-        # now that its processes are gone, let the pool's manager thread finish: Python 3.11's
-        # exit hook otherwise wakes it through a pipe it may have closed (a traceback at exit)
+        # now that its processes are gone, let the pool's manager thread finish, and drop its
+        # wake-up pipe from the exit hook's list: Python 3.11's hook writes to every pipe there,
+        # closed or not, and printed a traceback at SIGTERM (3.12 checks; private table)
         pool.shutdown(wait=True)
+    from concurrent.futures import process as _process
+
+    _process._threads_wakeups.clear()  # every process pool in this server was stopped above
 
 
 class OneShotQueue:
