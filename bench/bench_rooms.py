@@ -171,12 +171,15 @@ def second_half(av: dict) -> dict:
 
 
 def child_pid(parent: int, name: str) -> int:
-    """The pid of ``parent``'s child process called ``name`` (our server's supervised Janus)."""
-    for task in Path(f"/proc/{parent}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                return int(pid)
-    raise RuntimeError(f"no {name} child of {parent}")
+    """The pid of ``parent``'s descendant process called ``name`` (our server's supervised Janus)."""
+    todo = [parent]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                    return int(pid)
+                todo.append(int(pid))
+    raise RuntimeError(f"no {name} process under {parent}")
 
 
 async def _window(procs: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:
@@ -187,22 +190,31 @@ async def _window(procs: dict[str, int], seconds: float) -> tuple[dict[str, floa
     return {n: (cpu_seconds(p) - cpu0[n]) / wall for n, p in procs.items()}, wall
 
 
+class _Patch:
+    """``monkeypatch.setattr`` for a script: set for the rest of the process."""
+
+    def setattr(self, target: object, name: str, value: object) -> None:
+        setattr(target, name, value)
+
+
 async def measure(args: argparse.Namespace) -> dict:
     import aiohttp
-    import aiortc.rtcrtpreceiver as receiver
 
     from server import ice
-    from tests.room_client import RoomParticipant, _CountingVideoDecoder
+    from tests import room_client
     from tests.room_helpers import voice_48k
-    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback
+    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback, wait_for
 
-    real = receiver.get_decoder
-    receiver.get_decoder = lambda c: _CountingVideoDecoder() if c.mimeType.lower() == "video/vp8" else real(c)
+    room_client.count_video_without_decoding(_Patch())
+    room_client.route_retransmissions(_Patch())
+    room_client.skip_bandwidth_estimation(_Patch())
     use_loopback()
     ice.use_patient_consent()  # the participants here, like the server, tolerate late consent answers
+    ice.use_large_receive_buffers()  # and queue what arrives while the loop is busy
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     ours_port, bare_port = free_port(), free_port()
     argv = [sys.executable, "-m", "server.serve", "--port", str(ours_port), "--session-budget", "24", "--no-frame-events"]
+    argv += ["--workers", "1"]  # one process against the one bare process
     argv += ["--log-level", "info" if args.server_log else "warning", "--max-speech-seconds", str(args.max_speech_seconds)]
     argv += ["--room-cap", str(max(args.sizes)), "--audio-delay-ms", str(args.audio_delay_ms)]
     log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
@@ -248,9 +260,14 @@ async def measure(args: argparse.Namespace) -> dict:
             result["rooms"] = {}
             for n in args.sizes:
                 room = (await (await http.post(url + "/v1/rooms")).json())["room"]
-                people = [RoomParticipant(url, room, f"P{i}", ArrayAudioTrack(voices[i], loop=True)) for i in range(n)]
+                names = [f"P{i}" for i in range(n)]
+                people = [
+                    room_client.RoomParticipant(url, room, name, ArrayAudioTrack(voices[i], loop=True), hear=hear)
+                    for i, (name, hear) in enumerate(zip(names, room_client.voice_ring(names)))
+                ]
                 for p in people:
                     await p.join(http)
+                    await wait_for(lambda p=p: p.offers >= 1, 10.0)  # its view is open (room_client.voice_ring)
                 await asyncio.sleep(args.warmup)
                 cpu, wall = await _window(procs, args.seconds)
                 now = time.monotonic()
@@ -275,9 +292,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(2.0)
 
             if not args.no_browser:
-                result["browser"] = await measure_browser(http, url, args, RoomParticipant, ArrayAudioTrack)
+                result["browser"] = await measure_browser(http, url, args, room_client.RoomParticipant, ArrayAudioTrack)
     finally:
-        receiver.get_decoder = real
         stop_servers((ours, bare))
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_after": open("/proc/loadavg").read().split()[:3]}
     return result

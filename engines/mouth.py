@@ -94,8 +94,7 @@ class MouthEnvelope:
             return self._value
         ss = float(np.dot(x, x))
         if self._visemes is not None:
-            mono = x if channels <= 1 else x[: (n // channels) * channels].reshape(-1, channels).mean(axis=1)
-            self._visemes.push(mono, rate, analyse=False)
+            self._visemes.push(samples, rate, analyse=False, channels=channels)
         self._rate = rate
         self._chunks.append((ss, n))
         self._window_sum += ss

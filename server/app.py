@@ -230,6 +230,7 @@ def create_app(
     if config.is_loopback:
         ice.use_loopback_only(True)
     ice.use_patient_consent()
+    ice.use_large_receive_buffers()
     vp8.use_avatar_vp8()
     install_log_filter()
     app = web.Application(

@@ -45,13 +45,20 @@ class FeedStats:
 
 class RoomParticipant:
     def __init__(
-        self, base_url: str, room: str, name: str, audio: MediaStreamTrack, keep_frames: bool = False, decode: bool = True
+        self,
+        base_url: str,
+        room: str,
+        name: str,
+        audio: MediaStreamTrack,
+        keep_frames: bool = False,
+        hear: set[str] | frozenset[str] | None = None,
     ) -> None:
         self.base_url = base_url
         self.room = room
         self.name = name
         self.audio = audio
         self.keep_frames = keep_frames
+        self.hear = hear  # names whose voice this participant takes (None: every voice offered)
         self.mic = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel = self.mic.createDataChannel("status")
         self.status: list[dict] = []
@@ -122,6 +129,13 @@ class RoomParticipant:
         for s in data["streams"]:
             self.streams[s["mid"]] = s
         await self.sub.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+        if self.hear is FIRST_OFFERED:  # the first voice in this offer (the one aiortc would start)
+            audio = [t for t in self.sub.getTransceivers() if t.kind == "audio" and t.mid in self.streams]
+            self.hear = {self.streams[audio[0].mid]["name"]} if audio else FIRST_OFFERED
+        if self.hear is not None:
+            for t in self.sub.getTransceivers():
+                if t.kind == "audio" and self.streams.get(t.mid or "", {}).get("name") not in self.hear:
+                    t.direction = "inactive"  # Janus then sends this subscriber nothing on it
         await self.sub.setLocalDescription(await self.sub.createAnswer())
         await self.ws.send_json({"type": "media-answer", "sdp": self.sub.localDescription.sdp})
 
@@ -192,6 +206,27 @@ class RoomParticipant:
             self._reader.cancel()  # stop answering, keep the TCP connection open
 
 
+#: ``hear`` for "the first voice offered": resolved at the first offer that carries one
+FIRST_OFFERED: frozenset[str] = frozenset({"<first offered>"})
+
+
+def voice_ring(names: list[str]) -> list[set[str] | frozenset[str] | None]:
+    """Whose voice each participant (in join order) takes in a scale test.
+
+    Each takes the next joiner's voice and the second also the first's, so every voice is
+    heard and everyone hears one, with about n audio streams in this process instead of
+    n(n-1): in a room of 8, 56 incoming Opus streams held the test's receivers to ~10 fps of
+    video while our server sent 15. The last joiner takes the first voice it is offered:
+    aiortc, answering one offer that holds several audio m-lines, starts only the first of
+    them (later joiners' voices come one per renegotiation, which it handles). Chromium plays
+    every tile's voice (tests/test_room_browser.py checks each).
+    """
+    hear: list[set[str] | frozenset[str] | None] = [{names[i + 1]} for i in range(len(names) - 1)] + [FIRST_OFFERED]
+    if len(names) > 2:
+        hear[1] = {names[0], names[2]}  # its first offer held only the first's voice
+    return hear
+
+
 class _CountingVideoDecoder:
     """Stands in for aiortc's VP8 decoder: one tiny frame per complete encoded frame."""
 
@@ -216,3 +251,51 @@ def count_video_without_decoding(monkeypatch) -> None:
     monkeypatch.setattr(
         receiver, "get_decoder", lambda codec: _CountingVideoDecoder() if codec.mimeType.lower() == "video/vp8" else real(codec)
     )
+
+
+def route_retransmissions(monkeypatch) -> None:
+    """Let aiortc route RTX by its SSRC, as a browser does (scale tests: 7 video feeds per peer).
+
+    aiortc registers a receiver under its media SSRC and payload types only; a retransmission
+    (RTX, its own SSRC) is routed by payload type, which works with one video receiver and
+    fails with several: every RTX is dropped. A lost packet then freezes that receiver until
+    its 512-packet jitter buffer overflows — about 35 s of a settled avatar (~15 packets/s).
+    Measured in a room of 8 on this 2-core box: 17 % of the test participants' datagrams lost
+    to full socket queues, every subscriber's video stalled. Registering each encoding's RTX
+    SSRC with its receiver is what the SDP (``a=ssrc-group:FID``) already says.
+    """
+    import aiortc.rtcdtlstransport as dtls
+
+    real = dtls.RTCDtlsTransport._register_rtp_receiver
+
+    def register(self, receiver, parameters) -> None:
+        real(self, receiver, parameters)
+        rtx = [e.rtx.ssrc for e in parameters.encodings if e.rtx is not None]
+        if rtx:
+            self._rtp_router.register_receiver(receiver, ssrcs=rtx, payload_types=[])
+
+    monkeypatch.setattr(dtls.RTCDtlsTransport, "_register_rtp_receiver", register)
+
+
+class _NoBandwidthEstimate:
+    """aiortc's receive-side bandwidth estimator, estimating nothing (see skip_bandwidth_estimation)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add(self, **kwargs: Any) -> None:
+        return None
+
+
+def skip_bandwidth_estimation(monkeypatch) -> None:
+    """No REMB from the test's receivers (scale tests: 56 video receivers in one process).
+
+    aiortc estimates bandwidth per received video packet in Python and sends REMB as the
+    estimate moves; in a room of 8 that was 17 % of the test process's busy time (py-spy),
+    and on loopback the only "congestion" it can see is this process's own lateness, which
+    it would report to Janus and on to our encoders as a lower bitrate. Browsers estimate in
+    native code (transport-cc); the server's senders are unchanged.
+    """
+    import aiortc.rtcrtpreceiver as receiver
+
+    monkeypatch.setattr(receiver, "RemoteBitrateEstimator", _NoBandwidthEstimate)

@@ -100,6 +100,7 @@ async def server_process(*args: str, log_path: str | None = None) -> AsyncIterat
 
     use_loopback()  # our participants gather 127.0.0.1 like the server does
     ice.use_patient_consent()  # and, like it, tolerate a peer that answers consent checks late
+    ice.use_large_receive_buffers()  # and queue what arrives while its loop is busy
     root = Path(__file__).resolve().parent.parent
     port = free_port()
     url = f"http://127.0.0.1:{port}"
