@@ -568,6 +568,16 @@ def test_viseme_estimator_silence_rate_and_smoothing() -> None:
         prev = dict(w)
     with pytest.raises(ValueError):
         est.push(np.array([np.nan, 0.0], np.float32))
+    # WebRTC's packets (48 kHz stereo int16, interleaved) give the weights their mono 16 kHz
+    # float equivalent gives: the downmix, the rate and the int16 scale happen in one product
+    mono16, stereo48 = VisemeEstimator(), VisemeEstimator()
+    int16 = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
+    for i in range(0, 8000, 320):
+        a = mono16.push(int16[i : i + 320].astype(np.float32) / 32768.0)
+        b = stereo48.push(np.repeat(np.repeat(int16[i : i + 320], 3), 2), 48000, channels=2)
+        assert max(abs(a[k] - b[k]) for k in a) < 1e-4
+    with pytest.raises(ValueError, match="channels"):
+        stereo48.push(int16[:320], 48000, channels=0)
 
 
 # -- the per-part cache ---------------------------------------------------------------------------
