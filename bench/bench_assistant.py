@@ -194,6 +194,7 @@ async def measure(args: argparse.Namespace) -> dict:
     def ours(port: int, extra: list[str]) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "server.serve", "--port", str(port), "--size", str(args.size), "--fps", str(args.fps)]
         cmd += ["--session-budget", str(args.sessions + 2), "--log-level", "warning", *extra]
+        cmd += ["--workers", "1"]  # one process against the one bare process (CPU is read from this pid)
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
     procs = {
