@@ -172,14 +172,12 @@ def second_half(av: dict) -> dict:
 
 def child_pid(parent: int, name: str) -> int:
     """The pid of ``parent``'s descendant process called ``name`` (our server's supervised Janus)."""
-    todo = [parent]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                    return int(pid)
-                todo.append(int(pid))
-    raise RuntimeError(f"no {name} process under {parent}")
+    from tests.room_helpers import descendants
+
+    pid = next((p for p, n in descendants(parent) if n == name), None)
+    if pid is None:
+        raise RuntimeError(f"no {name} process under {parent}")
+    return pid
 
 
 async def _window(procs: dict[str, int], seconds: float) -> tuple[dict[str, float], float]:
@@ -203,7 +201,7 @@ async def measure(args: argparse.Namespace) -> dict:
     from server import ice
     from tests import room_client
     from tests.room_helpers import voice_48k
-    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback, wait_for
+    from tests.server_helpers import ArrayAudioTrack, Caller, use_loopback
 
     room_client.count_video_without_decoding(_Patch())
     room_client.route_retransmissions(_Patch())
@@ -260,14 +258,8 @@ async def measure(args: argparse.Namespace) -> dict:
             result["rooms"] = {}
             for n in args.sizes:
                 room = (await (await http.post(url + "/v1/rooms")).json())["room"]
-                names = [f"P{i}" for i in range(n)]
-                people = [
-                    room_client.RoomParticipant(url, room, name, ArrayAudioTrack(voices[i], loop=True), hear=hear)
-                    for i, (name, hear) in enumerate(zip(names, room_client.voice_ring(names)))
-                ]
-                for p in people:
-                    await p.join(http)
-                    await wait_for(lambda p=p: p.offers >= 1, 10.0)  # its view is open (room_client.voice_ring)
+                people = room_client.ring_participants(url, room, [ArrayAudioTrack(voices[i], loop=True) for i in range(n)])
+                await room_client.join_in_turn(people, http)
                 await asyncio.sleep(args.warmup)
                 cpu, wall = await _window(procs, args.seconds)
                 now = time.monotonic()

@@ -227,6 +227,25 @@ def voice_ring(names: list[str]) -> list[set[str] | frozenset[str] | None]:
     return hear
 
 
+def ring_participants(base_url: str, room: str, tracks: list[MediaStreamTrack]) -> list[RoomParticipant]:
+    """Participants P0, P1, ... of a scale test, each taking the voice ``voice_ring`` gives it;
+    join them with ``join_in_turn`` (the ring assumes that order)."""
+    names = [f"P{i}" for i in range(len(tracks))]
+    return [RoomParticipant(base_url, room, n, t, hear=h) for n, t, h in zip(names, tracks, voice_ring(names))]
+
+
+async def join_in_turn(people: list[RoomParticipant], session: aiohttp.ClientSession, timeout: float = 10.0) -> None:
+    """Join one after another, each once the one before has its view open, so that every
+    newcomer's voice reaches the others in a renegotiation of its own (``voice_ring``)."""
+    for p in people:
+        await p.join(session)
+        deadline = time.monotonic() + timeout
+        while p.offers < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{p.name} got no view offer in {timeout:g} s")
+            await asyncio.sleep(0.05)
+
+
 class _CountingVideoDecoder:
     """Stands in for aiortc's VP8 decoder: one tiny frame per complete encoded frame."""
 

@@ -48,8 +48,8 @@ def voice_48k(name: str, sentence: int = voices.LONG_SENTENCE_INDEX):
     return to_48k(read_wav_16k(voices.synthesize(voices.voice_by_name(name), sentence)))
 
 
-def descendant_names(pid: int) -> list[str]:
-    """The command names of every process below ``pid`` (from /proc; Linux)."""
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of every process below ``pid`` (from /proc; Linux)."""
     from pathlib import Path
 
     children: dict[int, list[int]] = {}
@@ -68,9 +68,14 @@ def descendant_names(pid: int) -> list[str]:
     out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop()
-        out.append(names.get(p, "?"))
+        out.append((p, names.get(p, "?")))
         todo += children.get(p, [])
     return out
+
+
+def descendant_names(pid: int) -> list[str]:
+    """The command names of every process below ``pid``."""
+    return [name for _, name in descendants(pid)]
 
 
 def free_port() -> int:

@@ -22,9 +22,10 @@ from tests.room_client import (
     RoomError,
     RoomParticipant,
     count_video_without_decoding,
+    join_in_turn,
+    ring_participants,
     route_retransmissions,
     skip_bandwidth_estimation,
-    voice_ring,
 )
 from tests.room_helpers import ROOM_VOICES, descendant_names, server_process, serving_rooms, voice_48k
 from tests.server_helpers import ArrayAudioTrack, serving, wait_for
@@ -102,17 +103,9 @@ async def test_room_fan_out_every_subscriber_gets_every_avatar(speech, monkeypat
         async with aiohttp.ClientSession() as http:
             for size in sizes:
                 room = await _room(http, url)
-                names = [f"P{i}" for i in range(size)]
-                people = [
-                    RoomParticipant(url, room, name, ArrayAudioTrack(speech[i], loop=True), hear=hear)
-                    for i, (name, hear) in enumerate(zip(names, voice_ring(names)))
-                ]
+                people = ring_participants(url, room, [ArrayAudioTrack(speech[i], loop=True) for i in range(size)])
                 try:
-                    for p in people:
-                        await p.join(http)
-                        # its view is open before the next joins, so each newcomer's voice reaches
-                        # the others in a renegotiation of its own (room_client.voice_ring)
-                        assert await wait_for(lambda p=p: p.offers >= 1, 10.0), p.name
+                    await join_in_turn(people, http)
                     if workers == 2:  # our server places members on the less loaded worker (ids name it)
                         by_worker = [sum(p.id.startswith(f"p{w:02x}") for p in people) for w in (0, 1)]
                         assert abs(by_worker[0] - by_worker[1]) <= 1, by_worker
