@@ -65,6 +65,9 @@ class MouthReading:
     mix: float = 0.0  # its share of the two
 
 
+_INT16_POWER = 2.0**-30  # (1 / 32768) ** 2: int16 full scale squared
+
+
 class MouthEnvelope:
     """Feed raw audio frames with :meth:`push`; read :meth:`reading` at frame time."""
 
@@ -86,13 +89,13 @@ class MouthEnvelope:
     def push(self, samples: np.ndarray, rate: int, channels: int = 1, arrival: float | None = None) -> float:
         """Add one packet (int16 or float, interleaved if ``channels`` > 1); returns the new openness."""
         arrival = self._clock() if arrival is None else arrival
-        x = samples.astype(np.float32, copy=False).reshape(-1)
-        if samples.dtype == np.int16:
-            x = x * (1.0 / 32768.0)
+        x = samples.reshape(-1).astype(np.float32, copy=False)
         n = x.size
         if n == 0:
             return self._value
         ss = float(np.dot(x, x))
+        if samples.dtype == np.int16:
+            ss *= _INT16_POWER  # exact: scaling by a power of two commutes with the float rounding
         if self._visemes is not None:
             self._visemes.push(samples, rate, analyse=False, channels=channels)
         self._rate = rate

@@ -287,7 +287,7 @@ def _raster(shapes: list, size: int, linear: Affine | None = None) -> _Image | N
         c.scale(s, s)
     else:
         c.concat(skia.Matrix.MakeAll(linear.a * s, linear.b * s, o, linear.d * s, linear.e * s, o, 0, 0, 1))
-    box = draw_shapes(c, shapes)
+    box = draw_shapes(c, shapes, alone=True)
     del c, surf
     if linear is not None:
         box = _map_box(box, Affine(linear.a, linear.b, o / s, linear.d, linear.e, o / s))

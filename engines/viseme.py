@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 
 import numpy as np
 
@@ -119,6 +120,11 @@ class VisemeEstimator:
         self.weights: dict[str, float] = {v: (1.0 if v == "rest" else 0.0) for v in VISEMES}
         self.target: dict[str, float] = dict(self.weights)
         self._pending_s = 0.0
+        # packets not yet in ``_buf``, oldest first: (samples, rate, channels, scale, length at
+        # 16 kHz); converted at ``update`` (once per video frame, not per 20 ms packet) and only
+        # as many as the window needs
+        self._held: deque[tuple[np.ndarray, int, int, float, int]] = deque()
+        self._held_n = 0  # their length at 16 kHz
         self._win = np.hanning(self._n).astype(np.float32)
         freqs = np.fft.rfftfreq(self._n, 1.0 / RATE)
         # the spectrum's bins are sorted, so a band is a slice of a running sum
@@ -126,6 +132,8 @@ class VisemeEstimator:
 
     def reset(self) -> None:
         self._buf[:] = 0
+        self._held.clear()
+        self._held_n = 0
         self._pending_s = 0.0
         self.weights = {v: (1.0 if v == "rest" else 0.0) for v in VISEMES}
         self.target = dict(self.weights)
@@ -149,18 +157,46 @@ class VisemeEstimator:
             scale = 1.0 / 32768.0
         elif not np.isfinite(np.dot(x, x)):  # one pass instead of a mask (inf and NaN both propagate)
             raise ValueError("audio contains NaN or infinity")
+        n = _length_16k(x.size, rate, channels)
+        if x.flags.writeable:
+            x = x.copy()  # held until the next frame: the caller may reuse its buffer
+        self._pending_s += n / RATE
+        self._held.append((x, rate, channels, scale, n))
+        self._held_n += n
+        while len(self._held) > 1 and self._held_n - self._held[0][4] >= self._n:
+            self._held_n -= self._held.popleft()[4]  # entirely overwritten by newer audio
+        return self.update() if analyse else self.weights
+
+    def _take_held(self) -> None:
+        """Shift the held packets into the window, converted as each would be on arrival: in
+        one product when they share a format whose every packet converts without a remainder
+        (WebRTC's 20 ms packets), else one by one."""
+        held = self._held
+        if not held:
+            return
+        x, rate, channels, scale, _ = held[0]
+        k = (rate // RATE) * channels if rate % RATE == 0 else 0
+        if len(held) > 1 and k and all(p[1] == rate and p[2] == channels and p[3] == scale and p[0].size % k == 0 for p in held):
+            x = np.concatenate([p[0] for p in held])
+            held.clear()
+            self._shift_in(x, rate, channels, scale)
+        else:
+            while held:
+                x, rate, channels, scale, _ = held.popleft()
+                self._shift_in(x, rate, channels, scale)
+        self._held_n = 0
+
+    def _shift_in(self, x: np.ndarray, rate: int, channels: int, scale: float) -> None:
         if rate != RATE or channels > 1:
             x = _to_16k(x, rate, channels)
         x = x.astype(np.float32, copy=False)
         if scale != 1.0:
             x = x * np.float32(scale)
-        self._pending_s += x.size / RATE
         if x.size >= self._n:
             self._buf[:] = x[-self._n :]
-        else:
+        elif x.size:
             self._buf[: -x.size] = self._buf[x.size :].copy()
             self._buf[-x.size :] = x
-        return self.update() if analyse else self.weights
 
     def update(self) -> dict[str, float]:
         """Analyse the newest window (if audio arrived since the last call) and smooth toward it."""
@@ -168,6 +204,7 @@ class VisemeEstimator:
         if dt <= 0:
             return self.weights
         self._pending_s = 0.0
+        self._take_held()
         self.target = self.classify(self._buf, dt)
         k = 1.0 - math.exp(-dt / self._smooth_s) if self._smooth_s > 0 else 1.0
         self.weights = {v: self.weights[v] + (self.target[v] - self.weights[v]) * k for v in VISEMES}
@@ -228,16 +265,31 @@ def _ramp(x: float, lo: float, hi: float) -> float:
     return min(1.0, max(0.0, (x - lo) / (hi - lo)))
 
 
+def _check_format(rate: int, channels: int) -> None:
+    if rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {rate}")
+    if channels < 1:
+        raise ValueError(f"channels must be at least 1, got {channels}")
+
+
+def _length_16k(size: int, rate: int, channels: int = 1) -> int:
+    """How many 16 kHz samples ``_to_16k`` makes of ``size`` interleaved values (checks the format)."""
+    _check_format(rate, channels)
+    if rate == RATE and channels == 1:
+        return size
+    if rate % RATE == 0:
+        return size // ((rate // RATE) * channels)
+    m = (size // channels) if channels > 1 else size
+    return math.ceil(m / (rate / RATE))  # the length of np.arange(0, m, rate / RATE)
+
+
 def _to_16k(x: np.ndarray, rate: int, channels: int = 1) -> np.ndarray:
     """Cheap downmix and rate conversion for features only (not for listening): box filter + pick.
 
     At 48 kHz stereo (what aiortc's Opus decoder gives) both happen in one product with a box
     of six samples, a tenth of the cost of a downmix and a decimation with ``mean``.
     """
-    if rate <= 0:
-        raise ValueError(f"sample rate must be positive, got {rate}")
-    if channels < 1:
-        raise ValueError(f"channels must be at least 1, got {channels}")
+    _check_format(rate, channels)
     if rate % RATE == 0:
         k = (rate // RATE) * channels
         n = (x.size // k) * k

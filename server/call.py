@@ -32,7 +32,7 @@ from engines.pipeline import CONFIDENT_SECONDS
 
 from .batcher import ModelBatcher
 from .config import SIZES, ServerConfig
-from .feed import SpeechFeed
+from .feed import SpeechFeed, packet_samples
 from .metrics import Metrics
 from .video import AvatarVideoTrack, FrameInfo
 
@@ -291,8 +291,8 @@ class Call:
                 return
             now = time.monotonic()
             self.last_audio_at = now
-            raw = frame.to_ndarray()
-            self.animator.push_audio(raw, frame.sample_rate, channels=len(frame.layout.channels), arrival=now)
+            raw = packet_samples(frame)
+            self.animator.push_audio(raw, frame.sample_rate, channels=frame.layout.nb_channels, arrival=now)
             if self.audio_sink is not None:
                 self.audio_sink(frame, now)
             if self.face_final:

@@ -26,6 +26,18 @@ VAD_LOOKAHEAD_SECONDS = 0.2  # the VAD holds back 150 ms plus part of a 30 ms fr
 QUIET_PEAK = 10 ** (-60 / 20)  # full scale = 1; below this a frame cannot hold speech
 
 
+def packet_samples(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame's samples shaped as ``to_ndarray()`` shapes them; for packed 16-bit
+    audio (what aiortc's Opus decoder gives, 50 times a second per caller) a view of the
+    frame's own buffer instead of ``to_ndarray``'s copy through ``vstack``."""
+    if frame.format.name == "s16":
+        n = frame.samples * frame.layout.nb_channels
+        view = np.frombuffer(frame.planes[0], np.int16, count=n).reshape(1, n)
+        view.flags.writeable = False  # it is the frame's memory; read-only also spares the mouth a copy
+        return view
+    return frame.to_ndarray()
+
+
 class SpeechFeed:
     """Not thread-safe: the call's event loop adds and takes."""
 
@@ -35,21 +47,18 @@ class SpeechFeed:
         self._samples = 0  # at the input rate
         self._rate = 48_000
         self._format: tuple[str, str] | None = None
-        self._quiet = True
         self._quiet_sent = False  # the last chunk handed over was silence
         self._resampler: av.AudioResampler | None = None
         self.push_seconds = PUSH_MIN_SECONDS
 
     def add(self, raw: np.ndarray, frame: av.AudioFrame) -> bool:
-        """Queue one decoded frame (``raw`` is its ``to_ndarray()``); True when a push is due."""
+        """Queue one decoded frame (``raw`` is its samples, as ``packet_samples`` gives them);
+        True when a push is due. Only bookkeeping: the frames are looked at once per chunk."""
         fmt = (frame.format.name, frame.layout.name)
         if self._format is not None and (fmt != self._format or frame.sample_rate != self._rate):
-            self._done.append(self._convert())  # the sender renegotiated: convert what came before
+            self._done.append(self._convert()[0])  # the sender renegotiated: convert what came before
             self._resampler = None
         self._format, self._rate = fmt, frame.sample_rate
-        full_scale = 32768.0 if raw.dtype.kind == "i" else 1.0
-        if self._quiet and raw.size and np.abs(raw).max() >= QUIET_PEAK * full_scale:
-            self._quiet = False
         self._frames.append(raw)
         self._samples += frame.samples
         return self._samples >= self.push_seconds * self._rate
@@ -59,27 +68,31 @@ class SpeechFeed:
         there is nothing the model needs (no audio, or silence after silence)."""
         if not self._frames and not self._done:
             return None
-        quiet = self._quiet and not self._done
-        pieces, self._done = [*self._done, self._convert()], []
+        converted, quiet = self._convert()
+        quiet = quiet and not self._done
+        pieces, self._done = [*self._done, converted], []
         if quiet and self._quiet_sent:
             return None
         self._quiet_sent = quiet
         return np.concatenate(pieces)
 
-    def _convert(self) -> np.ndarray:
+    def _convert(self) -> tuple[np.ndarray, bool]:
+        """The queued frames at 16 kHz, and whether they were all quiet (then zeros)."""
         if not self._frames or self._format is None:
-            return np.zeros(0, np.float32)
-        frames, samples, quiet = self._frames, self._samples, self._quiet
-        self._frames, self._samples, self._quiet = [], 0, True
-        if quiet:
+            return np.zeros(0, np.float32), True
+        frames, samples = self._frames, self._samples
+        self._frames, self._samples = [], 0
+        data = frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
+        full_scale = 32768.0 if data.dtype.kind == "i" else 1.0
+        if max(float(data.max()), -float(data.min())) < QUIET_PEAK * full_scale:
             self._resampler = None  # speech after the silence starts a fresh filter
-            return np.zeros(samples * MODEL_RATE // self._rate, np.float32)
+            return np.zeros(samples * MODEL_RATE // self._rate, np.float32), True
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=MODEL_RATE)
-        chunk = av.AudioFrame.from_ndarray(np.concatenate(frames, axis=1), format=self._format[0], layout=self._format[1])
+        chunk = av.AudioFrame.from_ndarray(data, format=self._format[0], layout=self._format[1])
         chunk.sample_rate = self._rate
         out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(chunk)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return (np.concatenate(out) if out else np.zeros(0, np.float32)), False
 
     def plan(self, seconds_until_refinement: float) -> None:
         """Push next when the coming refinement can be reached, within [min, max]."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from server.feed import PUSH_MAX_SECONDS, PUSH_MIN_SECONDS, SpeechFeed
+from server.feed import PUSH_MAX_SECONDS, PUSH_MIN_SECONDS, SpeechFeed, packet_samples
 
 
 def _frames(pcm48k: np.ndarray, layout: str = "stereo"):
@@ -22,7 +22,7 @@ def _frames(pcm48k: np.ndarray, layout: str = "stereo"):
 def _feed_all(feed: SpeechFeed, pcm48k: np.ndarray, layout: str = "stereo") -> list[np.ndarray]:
     out = []
     for frame in _frames(pcm48k, layout):
-        if feed.add(frame.to_ndarray(), frame):
+        if feed.add(packet_samples(frame), frame):
             got = feed.take()
             if got is not None:
                 out.append(got)
@@ -30,6 +30,18 @@ def _feed_all(feed: SpeechFeed, pcm48k: np.ndarray, layout: str = "stereo") -> l
     if got is not None:
         out.append(got)
     return out
+
+
+def test_packet_samples_are_the_frame_read_in_place():
+    t = np.arange(48_000) / 48_000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for layout in ("stereo", "mono"):
+        for frame in list(_frames(tone, layout))[:5]:
+            got = packet_samples(frame)
+            assert got.dtype == np.int16 and np.array_equal(got, frame.to_ndarray())
+            assert not got.flags.writeable  # the frame's own memory
+    planar = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
+    assert packet_samples(planar).shape == (2, 960)  # other formats: PyAV's own conversion
 
 
 def test_chunks_resample_like_frames_do():

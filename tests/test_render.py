@@ -151,7 +151,9 @@ def test_svg_renders_like_png() -> None:
     png = _png_array(p, 256, mouth=mouth, blink=blink)
     diff = np.abs(from_svg - png)
     assert diff.mean() < 0.6
-    assert np.percentile(diff, 99.5) <= 12
+    # edge pixels differ: a part's shading clipped to its own shape is painted atop that shape
+    # (its anti-aliased edge), where an SVG viewer builds a clip mask (measured: p99.5 14, was 10)
+    assert np.percentile(diff, 99.5) <= 16
 
 
 def test_frame_shape_and_dtype(renderer: AvatarRenderer) -> None:
@@ -578,6 +580,17 @@ def test_viseme_estimator_silence_rate_and_smoothing() -> None:
         assert max(abs(a[k] - b[k]) for k in a) < 1e-4
     with pytest.raises(ValueError, match="channels"):
         stereo48.push(int16[:320], 48000, channels=0)
+    # packets are only held until a frame reads them (analyse=False, the call's audio path): the
+    # weights then are those of one push of the same audio, and a caller that reuses its buffer
+    # after pushing does not change what was heard
+    held, whole = VisemeEstimator(), VisemeEstimator()
+    buf = np.empty(960, np.int16)
+    for i in range(0, 4800, 320):
+        buf[:] = np.repeat(int16[i : i + 320], 3)
+        held.push(buf, 48000, analyse=False)
+        buf[:] = 0
+    expected = whole.push(np.repeat(int16[:4800], 3), 48000)
+    assert held.update() == expected and expected["rest"] < 0.9
 
 
 # -- the per-part cache ---------------------------------------------------------------------------

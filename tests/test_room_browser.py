@@ -165,12 +165,16 @@ async def _run(http, url, room, svc, browser) -> None:
             assert after[feed]["time"] > before[feed]["time"] + 1.0, (i, feed)
             assert energy1.get(feed, 0) > energy0.get(feed, 0) > 0, (i, feed, energy0, energy1)
         f1, f2 = sorted(after)
-        px = {f: np.array(await pg.evaluate(PIXELS_JS, f), np.float32) for f in (f1, f2)}
-        await asyncio.sleep(0.5)
-        px_later = {f: np.array(await pg.evaluate(PIXELS_JS, f), np.float32) for f in (f1, f2)}
-        between = float(np.abs(px[f1] - px[f2]).mean())
-        within = max(float(np.abs(px[f] - px_later[f]).mean()) for f in (f1, f2))
-        assert between > 6.0 and between > 2.0 * within, (i, between, within)
+        probes = []  # (within, between): a face may be mid-morph (a refinement) in one probe, not in all
+        for _ in range(3):
+            px = {f: np.array(await pg.evaluate(PIXELS_JS, f), np.float32) for f in (f1, f2)}
+            await asyncio.sleep(0.5)
+            px_later = {f: np.array(await pg.evaluate(PIXELS_JS, f), np.float32) for f in (f1, f2)}
+            within = max(float(np.abs(px[f] - px_later[f]).mean()) for f in (f1, f2))
+            probes.append((within, float(np.abs(px[f1] - px[f2]).mean())))
+            if probes[-1][1] > 6.0 and probes[-1][1] > 2.0 * within:
+                break
+        assert any(between > 6.0 and between > 2.0 * within for within, between in probes), (i, probes)
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     await a.screenshot(path=str(OUTPUT_DIR / "room_browser.png"))
 
