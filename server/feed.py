@@ -84,7 +84,7 @@ class SpeechFeed:
         self._frames, self._samples = [], 0
         data = frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
         full_scale = 32768.0 if data.dtype.kind == "i" else 1.0
-        if max(float(data.max()), -float(data.min())) < QUIET_PEAK * full_scale:
+        if not data.size or max(float(data.max()), -float(data.min())) < QUIET_PEAK * full_scale:
             self._resampler = None  # speech after the silence starts a fresh filter
             return np.zeros(samples * MODEL_RATE // self._rate, np.float32), True
         if self._resampler is None:
