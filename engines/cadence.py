@@ -54,7 +54,11 @@ class CadenceRule:
 
     young_seconds: float = 6.0  # every block refines while the face is this young
     step_target: float = 0.1  # face-vector change one refinement should carry once settled
-    max_interval_blocks: int = 16  # 8 s of speech at most between refinements
+    # 4 s of speech at most between refinements: 8 s (16) left the face shown at 30 s up to 6 s
+    # old (mean +0.019 from the every-block face's distance to the final, against +0.010 with 8;
+    # the six voices of bench_cadence.py, 2026-12-02); a refinement without a raster costs
+    # one decoder run (0.4 ms)
+    max_interval_blocks: int = 8
     praat_stride: int = 8  # after the young phase Praat analyses one block in 8 (one per 4 s)
     min_voiced_s: float = 3.0  # ... but only once the profile holds this much voiced speech
     overlap_rate: float = 0.05  # face change per second of speech below which partials stop overlapping

@@ -31,6 +31,7 @@ import math
 from collections import deque
 
 import numpy as np
+from scipy.linalg.lapack import dgeev as _dgeev
 
 from .choices import SAMPLE_RATE
 
@@ -87,12 +88,30 @@ def formants(x: np.ndarray, rate: int = RATE, order: int = LPC_ORDER) -> list[fl
     a = _lpc(y, order)
     if not np.any(a[1:]):
         return []
-    roots = np.roots(a)
+    roots = _roots(a)
     roots = roots[np.imag(roots) > 0.01]
     freqs = np.angle(roots) * rate / (2 * math.pi)
     bw = -0.5 * rate / math.pi * np.log(np.abs(roots) + 1e-12)
     keep = (freqs > 200) & (freqs < 4000) & (bw < 500)
     return sorted(float(f) for f in freqs[keep])
+
+
+def _roots(a: np.ndarray) -> np.ndarray:
+    """The roots of the monic polynomial ``a`` (``np.roots``' companion-matrix eigenvalues, from
+    LAPACK directly: the same numbers in half the time, which counts once per video frame)."""
+    comp = _companion(len(a) - 1).copy(order="F")
+    np.negative(a[1:], out=comp[0, :])
+    wr, wi, _, _, info = _dgeev(comp, compute_vl=0, compute_vr=0, overwrite_a=1)
+    if info != 0:
+        return np.zeros(0, complex)
+    return wr + 1j * wi
+
+
+@functools.lru_cache(maxsize=8)
+def _companion(n: int) -> np.ndarray:
+    c = np.eye(n, k=-1, order="F")
+    c.setflags(write=False)
+    return c
 
 
 @functools.lru_cache(maxsize=8)

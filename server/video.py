@@ -16,12 +16,27 @@ from dataclasses import dataclass
 from typing import Callable
 
 import av
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engines.animator import AnimatedFrame, FaceAnimator
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+def yuv_frame(image: np.ndarray) -> av.VideoFrame:
+    """A yuv420p frame reading the animator's picture in place.
+
+    The animator keeps each finished picture (read-only) and returns the same array for every
+    frame that shows it, so copying it into a fresh frame 15 times a second per call was pure
+    overhead (42 µs warm, 150-280 µs in a loaded server, against 5 µs for the wrapper). The
+    frame holds a reference to the array, and the encoder only reads it.
+    """
+    try:
+        return av.VideoFrame.from_numpy_buffer(image, format="yuv420p")
+    except ValueError:  # not C-contiguous: a copy, as before
+        return av.VideoFrame.from_ndarray(image, format="yuv420p")
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ class AvatarVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         index, now = await self._next_slot()
         shown = self.animator.frame(now, "yuv420p")
-        frame = av.VideoFrame.from_ndarray(shown.image, format="yuv420p")
+        frame = yuv_frame(shown.image)
         pts = int(round(index * self._period * VIDEO_CLOCK_RATE))
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE

@@ -52,7 +52,7 @@ def test_rule_thins_out_a_settled_face_and_wakes_up_for_a_new_one():
             cad.decided(blocks, face)
     assert refined[:young] == list(range(1, young + 1))  # every block while young
     gaps = np.diff(refined)
-    assert gaps.max() == ADAPTIVE.max_interval_blocks and list(gaps) == sorted(gaps)  # doubling up to 8 s
+    assert gaps.max() == ADAPTIVE.max_interval_blocks and list(gaps) == sorted(gaps)  # doubling up to 4 s
     assert cad.partial_hop == PARTIAL_SAMPLES  # settled: partials no longer overlap
     # a new speaker: the face jumps, the next refinement comes one block later
     last = refined[-1]

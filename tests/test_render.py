@@ -593,6 +593,16 @@ def test_viseme_estimator_silence_rate_and_smoothing() -> None:
     assert held.update() == expected and expected["rest"] < 0.9
 
 
+def test_formant_roots_are_numpys() -> None:
+    """The formants' polynomial roots come from LAPACK directly: the same numbers as np.roots."""
+    from engines.viseme import LPC_ORDER, _roots
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a = np.concatenate(([1.0], rng.normal(size=LPC_ORDER) * rng.uniform(0.05, 1.0)))
+        np.testing.assert_allclose(np.sort_complex(_roots(a)), np.sort_complex(np.roots(a)), atol=1e-9)
+
+
 # -- the per-part cache ---------------------------------------------------------------------------
 def _part_signature(model: FaceModel, name: str):
     if name == "mouth":

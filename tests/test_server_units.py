@@ -154,3 +154,30 @@ def test_log_filter_keeps_client_caused_errors_to_one_debug_line():
     bug = record(KeyError("ours"))
     ClientErrorLogFilter().filter(bug)
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
+
+
+def test_video_frames_read_the_animators_picture_in_place():
+    """The track wraps the animator's cached yuv420p picture instead of copying it per frame:
+    the frame shares its memory and the encoder makes the same bytes of it as of a copy."""
+    import fractions
+
+    import av
+
+    from aiortc.codecs.vpx import vp8_depayload
+
+    from server.video import yuv_frame
+    from server.vp8 import AvatarVp8Encoder
+
+    img = (np.arange(384 * 256) % 251).astype(np.uint8).reshape(384, 256)
+    img.setflags(write=False)  # what the animator hands out
+    frame = yuv_frame(img)
+    assert (frame.width, frame.height, frame.format.name) == (256, 256, "yuv420p")
+    assert np.array_equal(frame.to_ndarray(), img)
+    assert np.shares_memory(np.frombuffer(frame.planes[0], np.uint8), img)
+    out = []
+    for f in (frame, av.VideoFrame.from_ndarray(img, format="yuv420p")):
+        f.pts, f.time_base = 0, fractions.Fraction(1, 90000)
+        out.append(b"".join(vp8_depayload(p) for p in AvatarVp8Encoder().encode(f)[0]))
+    assert out[0] == out[1] and out[0]  # the payload descriptors differ: a random picture id
+    strided = np.zeros((384, 512), np.uint8)[:, ::2]  # not contiguous: copied, still right
+    assert np.array_equal(yuv_frame(strided).to_ndarray(), strided)
