@@ -162,7 +162,6 @@ def test_video_frames_read_the_animators_picture_in_place():
     import fractions
 
     import av
-
     from aiortc.codecs.vpx import vp8_depayload
 
     from server.video import yuv_frame
