@@ -30,12 +30,13 @@ def yuv_frame(image: np.ndarray) -> av.VideoFrame:
 
     The animator keeps each finished picture (read-only) and returns the same array for every
     frame that shows it, so copying it into a fresh frame 15 times a second per call was pure
-    overhead (42 µs warm, 150-280 µs in a loaded server, against 5 µs for the wrapper). The
-    frame holds a reference to the array, and the encoder only reads it.
+    overhead (42 µs warm against 4.7 µs for the wrapper). The frame holds a reference to the
+    array, and the encoder only reads it. An older PyAV without yuv420p here, or an array that
+    is not C-contiguous, gets the copy.
     """
     try:
         return av.VideoFrame.from_numpy_buffer(image, format="yuv420p")
-    except ValueError:  # not C-contiguous: a copy, as before
+    except ValueError:
         return av.VideoFrame.from_ndarray(image, format="yuv420p")
 
 
