@@ -290,9 +290,9 @@ class FaceAnimator:
                 self.faces_rasterised += 1
 
     # ------------------------------------------------------------- audio (frame thread)
-    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1, arrival: float | None = None) -> float:
-        """Feed the mouth envelope (int16 or float, interleaved when ``channels`` > 1); returns the openness."""
-        return self._mouth.push(pcm, sample_rate, channels=channels, arrival=arrival)
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1, arrival: float | None = None) -> None:
+        """Feed the mouth envelope (int16 or float, interleaved when ``channels`` > 1); the next frame reads it."""
+        self._mouth.push(pcm, sample_rate, channels=channels, arrival=arrival)
 
     def mouth_reading(self, t: float | None = None) -> MouthReading:
         return self._mouth.reading(t)

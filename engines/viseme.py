@@ -32,6 +32,7 @@ from collections import deque
 
 import numpy as np
 from scipy.linalg.lapack import dgeev as _dgeev
+from scipy.linalg.lapack import dposv as _dposv
 
 from .choices import SAMPLE_RATE
 
@@ -52,25 +53,27 @@ NASAL_MID = (0.14, 0.08)  # energy 0.5-3.5 kHz over < 0.5 kHz: from vowel to nas
 # vowel prototypes (F1, F2) in Hz: the open, front and back corners of the vowel space
 PROTOTYPES = {"A": (680.0, 1400.0), "E": (350.0, 2200.0), "O": (360.0, 1000.0)}
 PROTO_WIDTH = 0.3  # in natural-log units
+BAND_EDGES_HZ = (80, 500, 1500, 3500, 4500, 8000)
 
 
-def _lpc(x: np.ndarray, order: int) -> np.ndarray:
-    """LPC coefficients from the autocorrelation normal equations (one FFT and one small solve).
+def _lpc(x: np.ndarray, order: int) -> np.ndarray | None:
+    """LPC coefficients a[1:] (a[0] = 1) from the autocorrelation normal equations: one FFT and
+    one Cholesky solve (LAPACK directly: in a loaded server each numpy call's fixed cost, not
+    its arithmetic, is what a frame pays). None when the frame is silent or degenerate.
 
     The autocorrelation matrix is Toeplitz and, with the 1e-6 ridge on its diagonal, positive
     definite, so a direct solve gives Levinson-Durbin's answer without its Python loop.
     """
     n = len(x)
     spec = np.fft.rfft(x, 1 << (n + order).bit_length())
-    r = np.fft.irfft(spec.real**2 + spec.imag**2)[: order + 1]
+    power = spec.real * spec.real
+    power += spec.imag * spec.imag
+    r = np.fft.irfft(power)[: order + 1]
     if r[0] <= 1e-12:
-        return np.zeros(order + 1)
+        return None
     r[0] *= 1.0 + 1e-6
-    try:
-        a = np.linalg.solve(r[_TOEPLITZ[order]], -r[1:])
-    except np.linalg.LinAlgError:
-        return np.zeros(order + 1)
-    return np.concatenate(([1.0], a))
+    _, a, info = _dposv(r[_TOEPLITZ[order]], -r[1:], overwrite_a=1, overwrite_b=1)
+    return a if info == 0 else None
 
 
 #: index of r[|i - j|] in the normal equations, per order
@@ -86,25 +89,28 @@ def formants(x: np.ndarray, rate: int = RATE, order: int = LPC_ORDER) -> list[fl
     np.subtract(x[1:], 0.63 * x[:-1], out=y[1:])
     y *= _hamming(len(x))
     a = _lpc(y, order)
-    if not np.any(a[1:]):
+    if a is None or not a.any():
         return []
     roots = _roots(a)
-    roots = roots[np.imag(roots) > 0.01]
-    freqs = np.angle(roots) * rate / (2 * math.pi)
-    bw = -0.5 * rate / math.pi * np.log(np.abs(roots) + 1e-12)
+    if roots is None:
+        return []
+    re, im = roots
+    up = im > 0.01  # one of each conjugate pair
+    re, im = re[up], im[up]
+    freqs = np.arctan2(im, re) * (rate / (2 * math.pi))
+    bw = np.log(np.hypot(re, im) + 1e-12) * (-0.5 * rate / math.pi)
     keep = (freqs > 200) & (freqs < 4000) & (bw < 500)
-    return sorted(float(f) for f in freqs[keep])
+    return sorted(freqs[keep].tolist())
 
 
-def _roots(a: np.ndarray) -> np.ndarray:
-    """The roots of the monic polynomial ``a`` (``np.roots``' companion-matrix eigenvalues, from
-    LAPACK directly: the same numbers in half the time, which counts once per video frame)."""
-    comp = _companion(len(a) - 1).copy(order="F")
-    np.negative(a[1:], out=comp[0, :])
+def _roots(tail: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Real and imaginary parts of the roots of the monic polynomial [1, *tail]: ``np.roots``'
+    companion-matrix eigenvalues from LAPACK directly (the same numbers in half the time; this
+    runs once per video frame). None if LAPACK fails."""
+    comp = _companion(len(tail)).copy(order="F")
+    np.negative(tail, out=comp[0, :])
     wr, wi, _, _, info = _dgeev(comp, compute_vl=0, compute_vr=0, overwrite_a=1)
-    if info != 0:
-        return np.zeros(0, complex)
-    return wr + 1j * wi
+    return (wr, wi) if info == 0 else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,8 +152,10 @@ class VisemeEstimator:
         self._held_n = 0  # their length at 16 kHz
         self._win = np.hanning(self._n).astype(np.float32)
         freqs = np.fft.rfftfreq(self._n, 1.0 / RATE)
-        # the spectrum's bins are sorted, so a band is a slice of a running sum
-        self._edge = {hz: int(np.searchsorted(freqs, hz)) for hz in (80, 500, 1500, 3500, 4500, 8000)}
+        # the spectrum's bins are sorted, so the bands are consecutive slices of 80-8000 Hz
+        edge = [int(np.searchsorted(freqs, hz)) for hz in BAND_EDGES_HZ]
+        self._span = slice(edge[0], edge[-1])
+        self._starts = np.array(edge[:-1]) - edge[0]
 
     def reset(self) -> None:
         self._buf[:] = 0
@@ -247,18 +255,15 @@ class VisemeEstimator:
         if self._peak_db - level >= SILENCE_DB or level < FLOOR_DB:
             out["rest"] = 1.0
             return out
-        spec = np.fft.rfft(x * self._win)
-        cum = np.concatenate(([0.0], np.cumsum(spec.real**2 + spec.imag**2)))
-        edge = self._edge
-
-        def band(lo: int, hi: int) -> float:
-            return float(cum[edge[hi]] - cum[edge[lo]])
-
-        total = band(80, 8000) + 1e-12
-        low = band(80, 500)
-        fric = _ramp(band(3500, 8000) / total, *FRICATIVE_HF)
-        sib = _ramp(band(4500, 8000) / (band(1500, 4500) + 1e-12), *SIBILANT)
-        nasal = (1.0 - fric) * _ramp(-band(500, 3500) / (low + 1e-12), -NASAL_MID[0], -NASAL_MID[1])
+        spec = np.fft.rfft(x * self._win)[self._span]
+        power = spec.real * spec.real
+        power += spec.imag * spec.imag
+        # energy in 80-500, 500-1500, 1500-3500, 3500-4500 and 4500-8000 Hz
+        low, mid, upper, high, top = np.add.reduceat(power, self._starts).tolist()
+        total = low + mid + upper + high + top + 1e-12
+        fric = _ramp((high + top) / total, *FRICATIVE_HF)
+        sib = _ramp(top / (upper + high + 1e-12), *SIBILANT)
+        nasal = (1.0 - fric) * _ramp(-(mid + upper) / (low + 1e-12), -NASAL_MID[0], -NASAL_MID[1])
         out["E"] += fric * sib  # sibilants show the teeth
         out["F"] += fric * (1.0 - sib)
         out["rest"] += nasal  # M: lips closed

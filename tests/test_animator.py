@@ -39,6 +39,37 @@ C = FaceParams.neutral().replace(background_hue=0.66, femininity=0.5)
 
 
 # --- the envelope and the blinks (moved here from the server with their assertions) ---
+def test_mouth_folds_held_packets_as_if_on_arrival():
+    """Packets are held until a frame reads them: the readings are those of reading after every
+    packet, a caller reusing its buffer changes nothing, and unread packets stay bounded."""
+    from engines.mouth import MAX_PENDING
+
+    rng = np.random.default_rng(1)
+    packets = [(rng.standard_normal(1920) * [0.0, 0.3, 0.05, 0.2][i // 25 % 4] * 32767).astype(np.int16) for i in range(150)]
+    clock = [0.0]
+    every, framed = MouthEnvelope(clock=lambda: clock[0]), MouthEnvelope(clock=lambda: clock[0])
+    buf = np.empty(1920, np.int16)
+    compared = 0
+    for i, x in enumerate(packets):
+        clock[0] = i * 0.02
+        every.push(x, 48_000, channels=2, arrival=clock[0])
+        r_every = every.reading(clock[0] + 0.005)
+        buf[:] = x
+        framed.push(buf, 48_000, channels=2, arrival=clock[0])
+        buf[:] = 0  # the caller reuses its buffer
+        if i % 3 == 2:
+            r = framed.reading(clock[0] + 0.005)
+            assert (r.value, r.level_db, r.audio_t, r.age) == (r_every.value, r_every.level_db, r_every.audio_t, r_every.age)
+            compared += r.value > 0
+    assert compared > 10
+    idle = MouthEnvelope()
+    for x in packets:
+        idle.push(x, 48_000, channels=2)
+    assert len(idle._pending) < MAX_PENDING
+    with pytest.raises(ValueError):
+        idle.push(np.array([np.nan, 0.0], np.float32), 16_000)
+
+
 def test_mouth_follows_loudness_and_closes_in_silence():
     clock = [0.0]
     env = MouthEnvelope(clock=lambda: clock[0])

@@ -142,7 +142,10 @@ def test_svg_renders_like_png() -> None:
     # expression values on the pre-drawn levels (between levels a frame blends two pictures)
     mouth, blink = 2 / (MOUTH_LEVELS - 1), 1 / (BLINK_LEVELS - 1)
     svg = render_svg(p, 256, mouth=mouth, blink=blink)
-    dom = skia.SVGDOM.MakeFromStream(skia.MemoryStream(svg.encode("utf-8")))
+    # copyData: without it the stream points into a bytes object Python may already have freed
+    # (the DOM then sometimes failed to parse: an intermittent None)
+    dom = skia.SVGDOM.MakeFromStream(skia.MemoryStream(svg.encode("utf-8"), True))
+    assert dom is not None
     info = skia.ImageInfo.Make(256, 256, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
     surf = skia.Surface.MakeRaster(info)
     dom.setContainerSize(skia.Size(256, 256))
@@ -593,14 +596,33 @@ def test_viseme_estimator_silence_rate_and_smoothing() -> None:
     assert held.update() == expected and expected["rest"] < 0.9
 
 
-def test_formant_roots_are_numpys() -> None:
-    """The formants' polynomial roots come from LAPACK directly: the same numbers as np.roots."""
-    from engines.viseme import LPC_ORDER, _roots
+def test_formants_are_the_textbook_ones() -> None:
+    """The formants come from LAPACK directly (a Cholesky solve, the companion matrix's
+    eigenvalues): the same frequencies as the textbook chain in numpy (pre-emphasis, Hamming
+    window, autocorrelation, ``np.linalg.solve``, ``np.roots``)."""
+    from engines.viseme import LPC_ORDER, RATE, formants
+
+    def reference(x: np.ndarray) -> list[float]:
+        y = np.append(x[0], x[1:] - 0.63 * x[:-1]) * np.hamming(len(x))
+        r = np.correlate(y, y, "full")[len(y) - 1 : len(y) + LPC_ORDER]
+        r[0] *= 1.0 + 1e-6
+        toeplitz = r[np.abs(np.subtract.outer(np.arange(LPC_ORDER), np.arange(LPC_ORDER)))]
+        roots = np.roots(np.concatenate(([1.0], np.linalg.solve(toeplitz, -r[1:]))))
+        roots = roots[roots.imag > 0.01]
+        f = np.angle(roots) * RATE / (2 * np.pi)
+        bw = -0.5 * RATE / np.pi * np.log(np.abs(roots))
+        return sorted(f[(f > 200) & (f < 4000) & (bw < 500)].tolist())
 
     rng = np.random.default_rng(3)
-    for _ in range(200):
-        a = np.concatenate(([1.0], rng.normal(size=LPC_ORDER) * rng.uniform(0.05, 1.0)))
-        np.testing.assert_allclose(np.sort_complex(_roots(a)), np.sort_complex(np.roots(a)), atol=1e-9)
+    vowel = _phoneme("[[a:a:a:a:]]")[4000:4640].astype(np.float64)
+    seen = 0
+    for k in range(60):
+        x = vowel if k == 0 else np.convolve(rng.standard_normal(700), rng.standard_normal(12), "valid")[:640]
+        want, got = reference(x), formants(x)
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        seen += len(got)
+    assert seen > 60 and formants(np.zeros(640)) == []
 
 
 # -- the per-part cache ---------------------------------------------------------------------------
