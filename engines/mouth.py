@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .viseme import VisemeEstimator, _check_format
+from .viseme import VisemeEstimator, held_packet
 
 WINDOW_S = 0.040
 #: The mouth opens from GATE_DB above the noise floor (or RANGE_DB below the recent peak,
@@ -99,15 +99,9 @@ class MouthEnvelope:
         cost warm; a frame folds its 3-4 packets in one go.
         """
         arrival = self._clock() if arrival is None else arrival
-        x = np.asarray(samples).reshape(-1)
+        x = held_packet(samples, rate, channels)
         if x.size == 0:
             return
-        _check_format(rate, channels)
-        if x.dtype != np.int16 and not np.isfinite(np.dot(x, x)):
-            raise ValueError("audio contains NaN or infinity")
-        if x.flags.writeable:
-            x = x.copy()  # held until the next frame: the caller may reuse its buffer
-            x.setflags(write=False)
         self._pending.append((x, rate, channels, arrival))
         self._samples += x.size // channels
         self._rate = rate
@@ -125,7 +119,7 @@ class MouthEnvelope:
             if x.dtype == np.int16:
                 ss *= _INT16_POWER  # exact: scaling by a power of two commutes with the float rounding
             if self._visemes is not None:
-                self._visemes.push(x, rate, analyse=False, channels=channels)
+                self._visemes.hold(x, rate, channels)
             n = x.size
             self._chunks.append((ss, n))
             self._window_sum += ss

@@ -176,23 +176,22 @@ class VisemeEstimator:
         With ``analyse=False`` the samples are only buffered (cheap, per audio packet) and the
         analysis waits for :meth:`update`, which a frame loop calls once per video frame.
         """
-        x = np.asarray(pcm).reshape(-1)
+        x = held_packet(pcm, rate, channels)
         if x.size == 0:
             return self.weights
-        scale = 1.0
-        if x.dtype == np.int16:  # what a decoder gives: always finite; scaled after the downmix
-            scale = 1.0 / 32768.0
-        elif not np.isfinite(np.dot(x, x)):  # one pass instead of a mask (inf and NaN both propagate)
-            raise ValueError("audio contains NaN or infinity")
+        self.hold(x, rate, channels)
+        return self.update() if analyse else self.weights
+
+    def hold(self, x: np.ndarray, rate: int, channels: int = 1) -> None:
+        """Buffer a packet ``held_packet`` already checked (the mouth's path: it checks on
+        arrival and hands packets over when a frame reads them)."""
+        scale = 1.0 / 32768.0 if x.dtype == np.int16 else 1.0  # int16 is scaled after the downmix
         n = _length_16k(x.size, rate, channels)
-        if x.flags.writeable:
-            x = x.copy()  # held until the next frame: the caller may reuse its buffer
         self._pending_s += n / RATE
         self._held.append((x, rate, channels, scale, n))
         self._held_n += n
         while len(self._held) > 1 and self._held_n - self._held[0][4] >= self._n:
             self._held_n -= self._held.popleft()[4]  # entirely overwritten by newer audio
-        return self.update() if analyse else self.weights
 
     def _take_held(self) -> None:
         """Shift the held packets into the window, converted as each would be on arrival: in
@@ -287,6 +286,22 @@ class VisemeEstimator:
 
 def _ramp(x: float, lo: float, hi: float) -> float:
     return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def held_packet(pcm: np.ndarray, rate: int, channels: int = 1) -> np.ndarray:
+    """One packet of audio checked and safe to hold until a frame reads it: flat, finite (int16,
+    what a decoder gives, always is) and read-only (a copy when the caller could reuse its buffer).
+    An empty packet comes back as it is."""
+    x = np.asarray(pcm).reshape(-1)
+    if x.size == 0:
+        return x
+    if x.dtype != np.int16 and not np.isfinite(np.dot(x, x)):  # one pass instead of a mask
+        raise ValueError("audio contains NaN or infinity")
+    _check_format(rate, channels)
+    if x.flags.writeable:
+        x = x.copy()
+        x.setflags(write=False)
+    return x
 
 
 def _check_format(rate: int, channels: int) -> None:
