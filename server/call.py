@@ -117,8 +117,9 @@ class Call:
         self.feed = SpeechFeed()
         self._pcm_ready = asyncio.Event()
         self._fps = 0.0
-        self._fps_frames = 0
+        self._fps_slots = 0
         self._fps_at = time.monotonic()
+        self._held_counted = 0  # of the track's held slots, how many the metrics have
 
         self._overrides: dict[str, str] = {}
         if options.skin_tone is not None:
@@ -342,15 +343,25 @@ class Call:
                 await self.close("max_duration")
                 return
 
+    def _count_held(self) -> None:
+        """Bring the held-slot counter up to date (per sent frame and per watchdog tick: a held slot costs nothing)."""
+        held = self.video.frames_held
+        if held != self._held_counted:
+            self.metrics.frames_held.inc(held - self._held_counted)
+            self._held_counted = held
+
     def _update_fps(self, now: float) -> None:
+        self._count_held()
         dt = now - self._fps_at
         if dt >= 1.0:
-            frames = self.video.frames_sent
-            self._fps = (frames - self._fps_frames) / dt
-            self._fps_frames, self._fps_at = frames, now
+            slots = self.video.slots
+            self._fps = (slots - self._fps_slots) / dt
+            self._fps_slots, self._fps_at = slots, now
 
     @property
     def fps(self) -> float:
+        """Frame slots served per second, held pictures included: what the viewer's picture
+        keeps up with (a starved call falls behind; a still face only sends less)."""
         return self._fps
 
     # --- status events ---
@@ -380,6 +391,7 @@ class Call:
 
     def _on_frame(self, info: FrameInfo) -> None:
         self.metrics.frames_sent.inc()
+        self._count_held()
         self.metrics.mouth_age_seconds.observe(info.frame.mouth_age)
         if info.seq == 0:
             self.metrics.first_frame_seconds.observe(time.monotonic() - self.created_at)
@@ -413,6 +425,7 @@ class Call:
         for t in tasks:
             t.cancel()
         self.video.stop()
+        self._update_fps(time.monotonic())
         self.animator.close()
         pc_close = asyncio.ensure_future(self.pc.close())
         pc_close.set_name(f"call-{self.id}-pc-close")

@@ -35,9 +35,12 @@ class Metrics:
         self.sessions_total = Counter("s2f_sessions", "Calls admitted", registry=r)
         self.rejected_sessions = Counter("s2f_rejected_sessions", "Offers refused with 503 (budget full)", registry=r)
         self.frames_sent = Counter("s2f_frames_sent", "Avatar video frames handed to the encoder", registry=r)
+        self.frames_held = Counter(
+            "s2f_frames_held", "Frame slots whose picture was already on screen (not sent again)", registry=r
+        )
         self.fps_delivered = Gauge(
             "s2f_fps_delivered",
-            "Mean video frames per second per live call over the last window",
+            "Mean frame slots served per second per live call over the last window (held pictures included)",
             registry=r,
             multiprocess_mode="livemin",
         )

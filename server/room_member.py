@@ -34,6 +34,7 @@ from .call import Call
 from .errors import HttpError
 from .janus import JanusError, JanusGone, JanusHandle, JanusSession
 from .lipsync import DelayedAudioTrack
+from .video import refresh_on_keyframe_request
 
 if TYPE_CHECKING:
     from .rooms import RoomService
@@ -170,7 +171,7 @@ class RoomMember:
             self._add_other(p)
         pc = RTCPeerConnection(configuration=ice.rtc_configuration(svc.config))
         self._pc = pc
-        pc.addTrack(FeedTrack(self.call.video))
+        refresh_on_keyframe_request(pc.addTrack(FeedTrack(self.call.video)), self.call.video)
         pc.addTrack(FeedTrack(self.audio))
         await pc.setLocalDescription(await pc.createOffer())
         try:

@@ -32,6 +32,7 @@ from .offer import parse_offer, skin_tones
 from .oneshot import OneShotQueue
 from .ratelimit import RateLimiter
 from .turn import ice_servers_for_browser
+from .video import refresh_on_keyframe_request
 from .workers import WorkerGroup, came_from_worker, client_address
 
 log = logging.getLogger("speech2face.server")
@@ -193,7 +194,7 @@ class ServerState:
             if send_video:
                 if "video" not in kinds:
                     raise HttpError("the offer does not receive video (add a recvonly video transceiver)")
-                pc.addTrack(call.video)
+                refresh_on_keyframe_request(pc.addTrack(call.video), call.video)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "call_id": call.id}

@@ -208,12 +208,29 @@ class Caller:
         return resp
 
     def fps(self, window: float = 3.0) -> float:
+        """Frames received per second over the last ``window`` s (an unchanged picture is not sent again)."""
         times = self.result.video_times
         if len(times) < 2:
             return 0.0
         end = times[-1]
         recent = [t for t in times if t >= end - window]
         return (len(recent) - 1) / max(1e-6, recent[-1] - recent[0])
+
+    def slot_rate(self, window: float = 3.0) -> float:
+        """Frame slots the server served per second (sent or held) over the last ``window`` s of
+        its frame events: what a starved server falls behind on."""
+        frames = self.result.frames
+        if len(frames) < 2:
+            return 0.0
+        recent = [f for f in frames if f["t"] >= frames[-1]["t"] - window]
+        return (recent[-1]["slots"] - recent[0]["slots"]) / max(1e-6, recent[-1]["t"] - recent[0]["t"])
+
+    async def request_keyframe(self) -> None:
+        """Send the server an RTCP picture loss indication, as a decoder that lost the picture does."""
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.kind == "video")
+        stats = await receiver.getStats()
+        ssrc = next(s.ssrc for s in stats.values() if s.type == "inbound-rtp")
+        await receiver._send_rtcp_pli(ssrc)  # aiortc's own loss handling sends it this way
 
     async def close(self) -> None:
         await self.pc.close()

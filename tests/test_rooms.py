@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
 import aiohttp
@@ -67,6 +68,13 @@ async def _everyone_sees_everyone(people: list[RoomParticipant], timeout: float)
     return await wait_for(ok, timeout, interval=0.2)
 
 
+async def _frame_counters(http, url: str) -> dict[str, float]:
+    """The server's avatar frames sent and frame slots held so far (all workers)."""
+    text = await (await http.get(url + "/metrics")).text()
+    found = dict(re.findall(r"^s2f_frames_(sent|held)_total ([0-9.e+]+)$", text, re.M))
+    return {k: float(found.get(k, 0.0)) for k in ("sent", "held")}
+
+
 def _not_seen(people: list[RoomParticipant]) -> list[tuple]:
     """(subscriber, its offers, publisher, frames) for every pair short of three frames."""
     short = []
@@ -110,15 +118,20 @@ async def test_room_fan_out_every_subscriber_gets_every_avatar(speech, monkeypat
                         by_worker = [sum(p.id.startswith(f"p{w:02x}") for p in people) for w in (0, 1)]
                         assert abs(by_worker[0] - by_worker[1]) <= 1, by_worker
                     assert await _everyone_sees_everyone(people, timeout=30.0), _not_seen(people)
-                    await asyncio.sleep(6.0)  # 2 s of speech each, then the faces are final
-                    now = time.monotonic()
+                    await asyncio.sleep(3.0)  # 2 s of speech each, then the faces are final
+                    counted0, t0 = await _frame_counters(http, url), time.monotonic()
+                    await asyncio.sleep(3.0)
+                    counted1, window = await _frame_counters(http, url), time.monotonic() - t0
                     pairs = {
-                        (p.name, f): len([t for t in p.feeds[f].video_times if t > now - 3.0]) / 3.0
+                        (p.name, f): len([t for t in p.feeds[f].video_times if t > t0]) / window
                         for p in people
                         for f in p.remote_feeds()
                     }
                     fps = list(pairs.values())
-                    report[size] = (min(fps), sum(fps) / len(fps))
+                    # per avatar: frames sent, and frame slots served (sent + held: a picture already
+                    # on screen is not sent again, so subscribers receive what was sent, not 15 fps)
+                    sent, held = ((counted1[k] - counted0[k]) / window / size for k in ("sent", "held"))
+                    report[size] = (min(fps), sum(fps) / len(fps), sent, sent + held)
                     slowest[size] = sorted(pairs.items(), key=lambda kv: kv[1])[:4]
 
                     # every feed carries its person's voice, and every subscriber hears voices (not
@@ -140,8 +153,11 @@ async def test_room_fan_out_every_subscriber_gets_every_avatar(speech, monkeypat
                 while await members() and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
                 assert await members() == 0
-                assert report[size][0] >= MIN_FPS, (
-                    f"room of {size}: slowest subscriber got {report[size][0]:.1f} fps ({report}; slowest {slowest[size]})"
+                low, mean, sent, served = report[size]
+                assert served >= MIN_FPS, f"room of {size}: {served:.1f} frame slots per second per avatar ({report})"
+                assert mean >= 0.9 * sent, f"room of {size}: subscribers got {mean:.1f} fps of {sent:.1f} sent ({report})"
+                assert low >= 0.5 * sent, (
+                    f"room of {size}: slowest subscriber got {low:.1f} fps of {sent:.1f} sent ({report}; slowest {slowest[size]})"
                 )
     print(
         f"rooms, {workers} worker(s): min / mean fps per subscribed avatar",

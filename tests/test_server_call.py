@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
 
 import aiohttp
 import numpy as np
@@ -19,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from server.call import YOUNG_FACE_INTERVAL  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
+from server.video import HOLD_MAX_S  # noqa: E402
 from tests.server_helpers import (  # noqa: E402
     AUDIO_RATE,
     ArrayAudioTrack,
@@ -68,7 +71,11 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
 
     res = caller.result
     assert res.video_size == (256, 256)
-    assert caller.fps() > 10, f"delivered {caller.fps():.1f} fps"
+    assert caller.slot_rate() > 10, f"served {caller.slot_rate():.1f} frame slots per second"
+    # the silent tail holds the unchanged picture instead of sending it again
+    assert res.frames[-1]["slots"] > len(res.frames) + 10, (res.frames[-1]["slots"], len(res.frames))
+    held = float(re.search(r"^s2f_frames_held_total ([0-9.e+]+)$", metrics_text, re.M).group(1))
+    assert held > 10, held
 
     # neutral face before speech
     hello = res.status[0]
@@ -116,7 +123,8 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
     assert r > 0.6, f"mouth/energy correlation {r:.2f}"
     assert mouth[talking].max() > 0.5
     silent = ((t > 0.1) & (t < LEAD_S - 0.05)) | (t > speech_end + 0.15)
-    assert silent.sum() > 10 and np.all(mouth[silent] == 0.0), mouth[silent]
+    # a still picture is held, not sent again: keep-alives and blinks are what silence sends
+    assert silent.sum() >= 3 and np.all(mouth[silent] == 0.0), mouth[silent]
 
     # mouth age: median within one frame period + 20 ms (bounds on tails are the bench's job)
     ages = np.array([f["mouth_age_ms"] for f in res.frames if f["audio_t"] > 0])
@@ -124,6 +132,37 @@ async def test_loopback_call(server, onnx_engine, speech_wav):
 
     assert "s2f_frames_sent_total" in metrics_text and "s2f_refinement_latency_seconds_count" in metrics_text
     assert await wait_for(lambda: not state.calls, 5.0), "call not released after hang-up"
+
+
+@pytest.mark.asyncio
+async def test_a_still_face_is_held_and_sent_at_once_on_a_keyframe_request(server):
+    """Silence: the picture does not change, so it is sent again only every ``HOLD_MAX_S`` (and
+    on a blink) while the server keeps serving every slot; a viewer's picture loss indication
+    (RTCP PLI) gets the picture, as a keyframe, at the next slot, not at the next keep-alive."""
+    url, _ = server
+    fps = ServerConfig().fps
+    caller = Caller(url, ArrayAudioTrack(np.zeros(AUDIO_RATE, np.float32), loop=True))
+    async with aiohttp.ClientSession() as session:
+        assert (await caller.connect(session)).status == 200
+        assert await wait_for(lambda: caller.first_frame_at is not None, 5.0)
+        await asyncio.sleep(1.5)
+        n0, t0 = len(caller.result.video_times), time.monotonic()
+        await asyncio.sleep(3.0)
+        received = (len(caller.result.video_times) - n0) / (time.monotonic() - t0)
+        assert 0.5 / HOLD_MAX_S <= received < 0.4 * fps, received
+        assert caller.slot_rate() > 0.8 * fps, caller.slot_rate()
+        delays = []
+        for _ in range(3):
+            n = len(caller.result.video_times)
+            # right after a sent frame the next keep-alive is HOLD_MAX_S away
+            assert await wait_for(lambda n=n: len(caller.result.video_times) > n, 3.0)
+            k = len(caller.result.video_times)
+            asked = time.monotonic()
+            await caller.request_keyframe()
+            assert await wait_for(lambda k=k: len(caller.result.video_times) > k, 3.0), "no frame after a PLI"
+            delays.append(caller.result.video_times[k] - asked)
+        assert max(delays) < 0.4 * HOLD_MAX_S, delays
+    await caller.close()
 
 
 @pytest.mark.asyncio
